@@ -1,0 +1,342 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Forward and backward kernels of a dense network, in network order.
+
+Contents: dense forward (GEMM, then bias + activation in one pass), activation backward
+from the saved post-activation, the output layer's gradient fused with its loss
+(softmax cross-entropy, sigmoid binary cross-entropy, squared error), the parameter and
+input gradients of a dense layer, and the mini-batch row gather.
+
+Conventions: samples are rows; every array is C-contiguous; one fused type `floating`
+covers every float argument (mixed dtypes are refused by Cython's dispatch). Outputs come
+first, then inputs, then scalars. Nothing is allocated: outputs are overwritten. Each
+`def` checks shapes once (ValueError), then runs without the GIL. Activations are passed
+as the integer codes below (the Python layer maps names to codes once).
+
+Workarounds: libm calls go through `_exp`/`_log1p`/`_tanh` so that float32 data uses
+expf/log1pf/tanhf (a double call per element costs ~2x); losses accumulate in double.
+"""
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs
+from libc.string cimport memcpy
+from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_num_threads
+
+# Activation codes (shared with nnfast/network.py through the module attributes).
+ACT_LINEAR = 0
+ACT_RELU = 1
+ACT_LEAKY_RELU = 2
+ACT_TANH = 3
+ACT_SIGMOID = 4
+ACT_SOFTMAX = 5
+LEAKY_SLOPE = 0.01                 # slope of leaky relu for z < 0, as in PyTorch
+cdef extern from *:
+    """
+    #define NNF_LEAKY_SLOPE 0.01
+    """
+    double NNF_LEAKY_SLOPE
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # Stable both ways: exp of a non-positive number only.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + _exp(-x))
+    e = _exp(x)
+    return e / (1 + e)
+
+
+def set_blas_threads(int n):
+    """Set the number of threads of nnfast's OpenBLAS (n >= 1, checked by the caller)."""
+    scipy_openblas_set_num_threads(n)
+
+
+def get_blas_threads():
+    """Number of threads of nnfast's OpenBLAS."""
+    return scipy_openblas_get_num_threads()
+
+
+# ---------------------------------------------------------------- forward
+
+cdef void _bias_act(floating *a, const floating *b, Py_ssize_t n, Py_ssize_t m,
+                    int act) noexcept nogil:
+    """a (n, m) := act(a + b) row by row; one pass over a."""
+    cdef Py_ssize_t i, j
+    cdef floating *r
+    cdef floating v, mx, s
+    for i in range(n):
+        r = a + i * m
+        if act == 1:                                   # relu
+            for j in range(m):
+                v = r[j] + b[j]
+                r[j] = v if v > 0 else 0
+        elif act == 2:                                 # leaky relu
+            for j in range(m):
+                v = r[j] + b[j]
+                r[j] = v if v > 0 else <floating>NNF_LEAKY_SLOPE * v
+        elif act == 3:                                 # tanh
+            for j in range(m):
+                r[j] = _tanh(r[j] + b[j])
+        elif act == 4:                                 # sigmoid
+            for j in range(m):
+                r[j] = _sigmoid(r[j] + b[j])
+        elif act == 5:                                 # softmax: exp(z - max) / sum
+            mx = r[0] + b[0]
+            for j in range(m):
+                v = r[j] + b[j]
+                r[j] = v
+                if v > mx:
+                    mx = v
+            s = 0
+            for j in range(m):
+                v = _exp(r[j] - mx)
+                r[j] = v
+                s += v
+            s = 1 / s
+            for j in range(m):
+                r[j] *= s
+        else:                                          # linear
+            for j in range(m):
+                r[j] += b[j]
+
+
+def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:, ::1] w,
+                  const floating[::1] b, int act):
+    """a := act(x @ w + b)
+    x (n, n_in), w (n_in, n_out), b (n_out,), a (n, n_out); act is an ACT_* code.
+    softmax is taken along each row. `a` is overwritten and must not overlap x.
+    """
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.shape[1]
+    if w.shape[0] != n_in or a.shape[0] != n or a.shape[1] != n_out or b.shape[0] != n_out:
+        raise ValueError(f"dense_forward: shape mismatch: x ({n}, {n_in}), w ({w.shape[0]}, "
+                         f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
+    if act < 0 or act > 5:
+        raise ValueError(f"dense_forward: unknown activation code {act}")
+    if n == 0:
+        return
+    with nogil:
+        gemm_rm(False, False, n, n_out, n_in, 1, &x[0, 0], n_in, &w[0, 0], n_out,
+                0, &a[0, 0], n_out)
+        _bias_act(&a[0, 0], &b[0], n, n_out, act)
+
+
+# ---------------------------------------------------------------- backward
+
+def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
+                        const floating[:, ::1] a, int act):
+    """dz := da * act'(z), written from the saved post-activation a = act(z).
+    relu: a > 0; leaky relu: 1 if a > 0 else 0.01; tanh: 1 - a^2; sigmoid: a (1 - a);
+    linear: 1. All (n, m). dz may be da (in place).
+    """
+    cdef Py_ssize_t n = a.shape[0], m = a.shape[1], k, size = n * m
+    if da.shape[0] != n or da.shape[1] != m or dz.shape[0] != n or dz.shape[1] != m:
+        raise ValueError(f"activation_backward: shape mismatch: a ({n}, {m}), "
+                         f"da ({da.shape[0]}, {da.shape[1]}), dz ({dz.shape[0]}, {dz.shape[1]})")
+    if act < 0 or act > 4:
+        raise ValueError(f"activation_backward: unknown activation code {act}")
+    if size == 0:
+        return
+    cdef floating *o = &dz[0, 0]
+    cdef const floating *g = &da[0, 0]
+    cdef const floating *y = &a[0, 0]
+    with nogil:
+        if act == 1:
+            for k in range(size):
+                o[k] = g[k] if y[k] > 0 else 0
+        elif act == 2:
+            for k in range(size):
+                o[k] = g[k] if y[k] > 0 else <floating>NNF_LEAKY_SLOPE * g[k]
+        elif act == 3:
+            for k in range(size):
+                o[k] = g[k] * (1 - y[k] * y[k])
+        elif act == 4:
+            for k in range(size):
+                o[k] = g[k] * y[k] * (1 - y[k])
+        elif o != g:
+            memcpy(o, g, size * sizeof(floating))
+
+
+def linear_backward_params(floating[:, ::1] dw, floating[::1] db,
+                           const floating[:, ::1] dz, const floating[:, ::1] x,
+                           floating scale):
+    """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0)
+    x (n, n_in), dz (n, n_out), dw (n_in, n_out), db (n_out,). Outputs are overwritten.
+    """
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = dz.shape[1], i, j
+    if dz.shape[0] != n or dw.shape[0] != n_in or dw.shape[1] != n_out or db.shape[0] != n_out:
+        raise ValueError(f"linear_backward_params: shape mismatch: x ({n}, {n_in}), "
+                         f"dz ({dz.shape[0]}, {n_out}), dw ({dw.shape[0]}, {dw.shape[1]}), "
+                         f"db ({db.shape[0]},)")
+    if n == 0:
+        raise ValueError("linear_backward_params: empty batch")
+    cdef floating *s = &db[0]
+    cdef const floating *r
+    with nogil:
+        gemm_rm(True, False, n_in, n_out, n, scale, &x[0, 0], n_in,
+                &dz[0, 0], n_out, 0, &dw[0, 0], n_out)     # beta=0: overwrite
+        for j in range(n_out):
+            s[j] = 0
+        for i in range(n):
+            r = &dz[i, 0]
+            for j in range(n_out):
+                s[j] += r[j]
+        for j in range(n_out):
+            s[j] *= scale
+
+
+def linear_backward_input(floating[:, ::1] dx, const floating[:, ::1] dz,
+                          const floating[:, ::1] w):
+    """dx := dz @ w.T
+    dz (n, n_out), w (n_in, n_out), dx (n, n_in). dx is overwritten and must not overlap dz.
+    """
+    cdef Py_ssize_t n = dz.shape[0], n_out = dz.shape[1], n_in = w.shape[0]
+    if w.shape[1] != n_out or dx.shape[0] != n or dx.shape[1] != n_in:
+        raise ValueError(f"linear_backward_input: shape mismatch: dz ({n}, {n_out}), "
+                         f"w ({n_in}, {w.shape[1]}), dx ({dx.shape[0]}, {dx.shape[1]})")
+    if n == 0:
+        return
+    with nogil:
+        gemm_rm(False, True, n, n_in, n_out, 1, &dz[0, 0], n_out, &w[0, 0], n_out,
+                0, &dx[0, 0], n_in)
+
+
+# ---------------------------------------------------------------- output layer + loss
+
+cdef inline void _check_loss_shapes(str name, Py_ssize_t n, Py_ssize_t m,
+                                    Py_ssize_t dz0, Py_ssize_t dz1,
+                                    Py_ssize_t y0, Py_ssize_t y1) except *:
+    if dz0 != n or dz1 != m or y0 != n or y1 != m:
+        raise ValueError(f"{name}: shape mismatch: z ({n}, {m}), y ({y0}, {y1}), "
+                         f"dz ({dz0}, {dz1})")
+
+
+def softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                          const floating[:, ::1] y):
+    """dz := softmax(z) - y;  returns sum_i sum_k -y[i, k] log softmax(z)[i, k]
+    z logits (n, m), y targets (n, m) (one-hot rows, or any distribution), dz (n, m).
+    Stable: log-softmax is z - max - log(sum exp(z - max)). dz may be z (in place).
+    The 1/n of the mean is not applied here (the caller scales once).
+    """
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], i, j
+    _check_loss_shapes("softmax_xent_backward", n, m, dz.shape[0], dz.shape[1],
+                       y.shape[0], y.shape[1])
+    cdef double total = 0
+    cdef floating mx, s, lse, yz, ys, inv
+    cdef const floating *zr
+    cdef const floating *yr
+    cdef floating *dr
+    with nogil:
+        for i in range(n):
+            zr = &z[i, 0]
+            yr = &y[i, 0]
+            dr = &dz[i, 0]
+            mx = zr[0]
+            for j in range(1, m):
+                if zr[j] > mx:
+                    mx = zr[j]
+            s = 0
+            yz = 0
+            ys = 0
+            for j in range(m):
+                s += _exp(zr[j] - mx)
+                yz += yr[j] * (zr[j] - mx)
+                ys += yr[j]
+            lse = _log(s)
+            total += ys * lse - yz                     # sum_k y_k (lse - (z_k - max))
+            inv = 1 / s
+            for j in range(m):                         # reads zr[j] before writing dr[j]
+                dr[j] = _exp(zr[j] - mx) * inv - yr[j]
+    return total
+
+
+def sigmoid_bce_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                         const floating[:, ::1] y):
+    """dz := sigmoid(z) - y;  returns sum -(y log p + (1 - y) log(1 - p)), p = sigmoid(z)
+    z logits (n, m), y targets in [0, 1] (n, m), dz (n, m). dz may be z (in place).
+    Stable: the loss is max(z, 0) - z y + log1p(exp(-|z|)).
+    """
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], k, size = n * m
+    _check_loss_shapes("sigmoid_bce_backward", n, m, dz.shape[0], dz.shape[1],
+                       y.shape[0], y.shape[1])
+    cdef double total = 0
+    cdef floating v, t
+    if size == 0:
+        return 0.0
+    cdef const floating *zp = &z[0, 0]
+    cdef const floating *yp = &y[0, 0]
+    cdef floating *dp = &dz[0, 0]
+    with nogil:
+        for k in range(size):
+            v = zp[k]
+            t = yp[k]
+            total += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
+            dp[k] = _sigmoid(v) - t
+    return total
+
+
+def squared_error_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
+                           const floating[:, ::1] y):
+    """dz := yhat - y;  returns 0.5 * sum (yhat - y)^2
+    yhat (n, m), y (n, m), dz (n, m). dz may be yhat (in place).
+    """
+    cdef Py_ssize_t n = yhat.shape[0], m = yhat.shape[1], k, size = n * m
+    _check_loss_shapes("squared_error_backward", n, m, dz.shape[0], dz.shape[1],
+                       y.shape[0], y.shape[1])
+    cdef double total = 0
+    cdef floating e
+    if size == 0:
+        return 0.0
+    cdef const floating *hp = &yhat[0, 0]
+    cdef const floating *yp = &y[0, 0]
+    cdef floating *dp = &dz[0, 0]
+    with nogil:
+        for k in range(size):
+            e = hp[k] - yp[k]
+            dp[k] = e
+            total += e * e
+    return 0.5 * total
+
+
+# ---------------------------------------------------------------- mini-batch gather
+
+def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t[::1] idx):
+    """out[i] := x[idx[i]] for i < len(idx)
+    x (N, m), idx (n,) of np.intp, every entry in [0, N) (checked by the caller),
+    out (>= n, m): the leading n rows are written.
+    """
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i
+    if out.shape[0] < n or out.shape[1] != m:
+        raise ValueError(f"gather_rows: out ({out.shape[0]}, {out.shape[1]}) cannot hold "
+                         f"{n} rows of {m}")
+    if n == 0 or m == 0:
+        return
+    cdef size_t row_bytes = m * sizeof(floating)
+    with nogil:
+        for i in range(n):
+            memcpy(&out[i, 0], &x[idx[i], 0], row_bytes)

@@ -1,0 +1,89 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Optimizer updates in one pass over the flat parameter buffer.
+
+The flat buffer holds all weights first, then all biases, so weight decay applies to the
+slice [0, n_decay) only and biases are never decayed. The loops themselves are in
+csrc/_vec.h (target_clones: AVX-512 / AVX2 / baseline picked at load time); here are
+only the shape checks and the float/double dispatch. Bias corrections of Adam are
+scalars computed by the caller, once per step.
+"""
+from cython cimport floating
+
+cdef extern from "_vec.h" nogil:
+    void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
+                      float beta1, float beta2, float eps, float decay, float step_size,
+                      float inv_bc2)
+    void nnf_adam_f64(double *p, double *m, double *v, const double *g, Py_ssize_t n,
+                      double beta1, double beta2, double eps, double decay, double step_size,
+                      double inv_bc2)
+    void nnf_sgd_f32(float *p, float *vel, const float *g, Py_ssize_t n, float lr,
+                     float momentum, int nesterov, float wd)
+    void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
+                     double momentum, int nesterov, double wd)
+
+
+cdef inline void _check(Py_ssize_t n, Py_ssize_t n_state, Py_ssize_t n_grads,
+                        Py_ssize_t n_decay) except *:
+    if n_state != n or n_grads != n:
+        raise ValueError(f"optimizer buffers differ in size: params {n}, state {n_state}, "
+                         f"grads {n_grads}")
+    if n_decay < 0 or n_decay > n:
+        raise ValueError(f"n_decay must be in [0, {n}], got {n_decay}")
+
+
+def adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
+                const floating[::1] grads, Py_ssize_t t, double lr, double beta1,
+                double beta2, double eps, double weight_decay, Py_ssize_t n_decay):
+    """One Adam(W) step, t >= 1 the step number:
+    m := b1 m + (1 - b1) g;  v := b2 v + (1 - b2) g^2
+    p := p - lr * wd * p  (decoupled, entries [0, n_decay) only)
+    p := p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    All buffers (N,), updated in place.
+    """
+    cdef Py_ssize_t n = params.shape[0]
+    _check(n, m.shape[0], grads.shape[0], n_decay)
+    _check(n, v.shape[0], grads.shape[0], n_decay)
+    if t < 1:
+        raise ValueError(f"adam_update: step t must be >= 1, got {t}")
+    if n == 0:
+        return
+    cdef double step_size = lr / (1 - beta1 ** t)
+    cdef double inv_bc2 = 1 / (1 - beta2 ** t)
+    cdef double decay = 1 - lr * weight_decay
+    cdef Py_ssize_t k = n_decay
+    with nogil:
+        if floating is float:
+            nnf_adam_f32(&params[0], &m[0], &v[0], &grads[0], k, beta1, beta2, eps,
+                         decay, step_size, inv_bc2)
+            nnf_adam_f32(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, beta2, eps,
+                         1, step_size, inv_bc2)
+        else:
+            nnf_adam_f64(&params[0], &m[0], &v[0], &grads[0], k, beta1, beta2, eps,
+                         decay, step_size, inv_bc2)
+            nnf_adam_f64(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, beta2, eps,
+                         1, step_size, inv_bc2)
+
+
+def sgd_update(floating[::1] params, floating[::1] velocity, const floating[::1] grads,
+               double lr, double momentum, bint nesterov, double weight_decay,
+               Py_ssize_t n_decay):
+    """One SGD step (PyTorch's convention, dampening 0):
+    g := g + wd * p  (entries [0, n_decay) only)
+    momentum 0: p := p - lr g
+    else: v := momentum v + g;  p := p - lr (g + momentum v if nesterov else v)
+    All buffers (N,), updated in place; velocity is untouched when momentum is 0.
+    """
+    cdef Py_ssize_t n = params.shape[0]
+    _check(n, velocity.shape[0], grads.shape[0], n_decay)
+    if n == 0:
+        return
+    cdef Py_ssize_t k = n_decay
+    with nogil:
+        if floating is float:
+            nnf_sgd_f32(&params[0], &velocity[0], &grads[0], k, lr, momentum, nesterov,
+                        weight_decay)
+            nnf_sgd_f32(&params[k], &velocity[k], &grads[k], n - k, lr, momentum, nesterov, 0)
+        else:
+            nnf_sgd_f64(&params[0], &velocity[0], &grads[0], k, lr, momentum, nesterov,
+                        weight_decay)
+            nnf_sgd_f64(&params[k], &velocity[k], &grads[k], n - k, lr, momentum, nesterov, 0)

@@ -1,0 +1,133 @@
+"""Checks and one-time conversions of user input, before anything reaches the compiled core.
+
+The kernels trust their inputs (no bounds checks); everything they get passes here first:
+numeric dtype, rank, shape, finiteness, label range, C order and the network's dtype.
+"""
+import numbers
+
+import numpy as np
+
+_NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
+_FINITE_CHUNK = 1 << 20          # entries per isfinite() pass: bounded temporary memory
+
+
+def check_int(owner, name, value, low, high=None):
+    """Return int(value) after checking it is an integer (not a bool) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{owner}: {name} must be {bound}, got {value}")
+    return value
+
+
+def _as_numeric_array(a, name):
+    """np.asarray(a) with a numeric (bool/int/float) dtype, else TypeError."""
+    if a is None:
+        raise TypeError(f"{name} must be an array of numbers, got None")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:          # ragged lists and the like
+        raise ValueError(f"{name} could not be read as a rectangular array: {exc}") from None
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{name} must hold numbers (bool, int or float), got dtype {arr.dtype}")
+    return arr
+
+
+def all_finite(a):
+    """True when every entry of the float array `a` is finite; bounded extra memory."""
+    flat = a.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        if not np.isfinite(flat[start:start + _FINITE_CHUNK]).all():
+            return False
+    return True
+
+
+def _check_finite(arr, name):
+    if arr.dtype.kind == "f" and not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or inf (or values too large for {arr.dtype}); "
+                         "expected finite numbers")
+
+
+def features(X, n_features, dtype, name="X"):
+    """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1, all finite.
+
+    Returns X itself when it already is one (it is only ever read), else a converted copy.
+    """
+    arr = _as_numeric_array(X, name)
+    if arr.ndim != 2:
+        hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}), got "
+                         f"shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: expected at least one sample, got shape {arr.shape}")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, the network expects "
+                         f"{n_features} (shape (n_samples, {n_features}))")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite(out, name)
+    return out
+
+
+def targets(y, n_samples, n_out, output, dtype, name="y"):
+    """Targets as a C-contiguous (n_samples, n_out) array of `dtype`.
+
+    softmax: integer labels (n,) in [0, n_out) become one-hot rows; (n, n_out) rows must
+    be distributions (entries in [0, 1], summing to 1). sigmoid: entries in [0, 1],
+    (n,) allowed when n_out == 1. linear: finite values, (n,) allowed when n_out == 1.
+    """
+    arr = _as_numeric_array(y, name)
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n_samples} samples")
+    _check_finite(arr, name)
+    if output == "softmax":
+        if arr.ndim == 1:
+            return _one_hot(arr, n_out, dtype, name)
+        if arr.shape[1] != n_out:
+            raise ValueError(f"{name} for a softmax output must be integer labels of shape "
+                             f"({n_samples},) or one-hot rows of shape ({n_samples}, {n_out}), "
+                             f"got shape {arr.shape}")
+        out = np.ascontiguousarray(arr, dtype=dtype)
+        _check_range(out, name, "one-hot rows")
+        sums = out.sum(axis=1, dtype=np.float64)
+        if np.abs(sums - 1).max() > 1e-3:
+            i = int(np.argmax(np.abs(sums - 1)))
+            raise ValueError(f"{name}: one-hot rows must sum to 1, row {i} sums to {sums[i]:g}")
+        return out
+    if arr.ndim == 1:
+        if n_out != 1:
+            raise ValueError(f"{name} for a {output} output with {n_out} units must have shape "
+                             f"({n_samples}, {n_out}), got shape {arr.shape}")
+        arr = arr.reshape(-1, 1)
+    if arr.shape[1] != n_out:
+        raise ValueError(f"{name} for a {output} output must have shape ({n_samples}, {n_out})"
+                         + (f" or ({n_samples},)" if n_out == 1 else "") +
+                         f", got shape {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite(out, name)                 # conversion to float32 may overflow to inf
+    if output == "sigmoid":
+        _check_range(out, name, "targets of a sigmoid output")
+    return out
+
+
+def _check_range(out, name, what):
+    lo, hi = out.min(), out.max()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name}: {what} must lie in [0, 1], got values in [{lo:g}, {hi:g}]")
+
+
+def _one_hot(labels, n_out, dtype, name):
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"{name}: class labels must be integers in [0, {n_out}), got "
+                             "non-integer values")
+    lo, hi = labels.min(), labels.max()
+    if lo < 0 or hi >= n_out:
+        raise ValueError(f"{name}: class labels must be in [0, {n_out}) for {n_out} output "
+                         f"units, got values in [{lo}, {hi}]")
+    out = np.zeros((labels.shape[0], n_out), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels.astype(np.intp)] = 1
+    return out

@@ -1,0 +1,116 @@
+"""Readers for IDX files (the MNIST format) and the Fashion-MNIST data set."""
+import gzip
+import os
+
+import numpy as np
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+               0x0E: ">f8"}
+_READ_CHUNK = 1 << 22
+DEFAULT_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def _open(path):
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def load_idx(path):
+    """Read an IDX file (gzip-compressed or raw) into an array.
+
+    The header (magic 0x0000, dtype code, rank, big-endian uint32 sizes) is checked
+    against the data before the array is built; the data is read in chunks, so a header
+    that declares more data than the file holds is refused without allocating it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    ndarray of the file's shape, dtype uint8 / int8 / int16 / int32 / float32 / float64
+    (native byte order)
+    """
+    path = os.fspath(path)
+    with _open(path) as f:
+        try:
+            head = f.read(4)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"load_idx: {path}: cannot read: {exc}") from None
+        if len(head) < 4 or head[0] != 0 or head[1] != 0:
+            raise ValueError(f"load_idx: {path} is not an IDX file (bad magic number "
+                             f"{head.hex() or 'empty'})")
+        code, ndim = head[2], head[3]
+        if code not in _IDX_DTYPES:
+            raise ValueError(f"load_idx: {path}: unknown IDX dtype code 0x{code:02x}")
+        if ndim == 0:
+            raise ValueError(f"load_idx: {path}: rank 0 is not supported")
+        dims_raw = f.read(4 * ndim)
+        if len(dims_raw) != 4 * ndim:
+            raise ValueError(f"load_idx: {path}: truncated header")
+        shape = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4"))
+        dtype = np.dtype(_IDX_DTYPES[code])
+        expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        chunks, got = [], 0
+        while got <= expected:
+            chunk = f.read(min(_READ_CHUNK, expected + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    if got != expected:
+        more = "more" if got > expected else f"only {got}"
+        raise ValueError(f"load_idx: {path}: header declares shape {shape} ({expected} bytes "
+                         f"of data) but the file holds {more}")
+    data = np.frombuffer(b"".join(chunks), dtype).reshape(shape)
+    return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _find(name, dirs):
+    for d in dirs:
+        for candidate in (os.path.join(d, name + ".gz"), os.path.join(d, name)):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def load_mnist_format(dirs):
+    """(X_train, y_train), (X_test, y_test) from the four MNIST-named IDX files in the
+    first of `dirs` that has them; X float32 in [0, 1] of shape (n, rows * cols)."""
+    dirs = [os.fspath(d) for d in dirs]
+    found = {}
+    for d in dirs:
+        found = {k: _find(v, [d]) for k, v in FILES.items()}
+        if all(found.values()):
+            break
+    else:
+        names = ", ".join(v + "[.gz]" for v in FILES.values())
+        raise FileNotFoundError(
+            f"Fashion-MNIST files ({names}) not found; looked in: {', '.join(dirs)}. "
+            "Install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+            "or put the IDX files in a directory and pass root=... or set $NNFAST_DATA.")
+    out = []
+    for part in ("train", "test"):
+        images = load_idx(found[f"{part}_images"])
+        labels = load_idx(found[f"{part}_labels"])
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{found[part + '_images']}: expected images (n, rows, cols) "
+                             f"and labels (n,), got {images.shape} and {labels.shape}")
+        X = images.reshape(images.shape[0], -1).astype(np.float32)
+        X /= 255.0
+        out.append((X, labels.astype(np.int64)))
+    return tuple(out)
+
+
+def load_fashion_mnist(root=None):
+    """Fashion-MNIST: (X_train, y_train), (X_test, y_test).
+
+    X is float32 in [0, 1] of shape (n, 784), y int64 in [0, 10). Looks in `root`, then
+    $NNFAST_DATA, then /usr/share/datasets/fashion-mnist (Debian package
+    dataset-fashion-mnist), for train-images-idx3-ubyte[.gz] and its three siblings.
+    """
+    dirs = [d for d in (root, os.environ.get("NNFAST_DATA")) if d] + list(DEFAULT_DIRS)
+    return load_mnist_format(dirs)

@@ -1,0 +1,476 @@
+"""The Network: layout of the flat buffers, workspaces, training loop, prediction, files."""
+import math
+import numbers
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from . import _kernels as K
+from . import _validate
+from ._layout import build_layout, layer_views, n_weights
+from .optim import get_optimizer
+
+HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
+          "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
+OUTPUT = {"softmax": K.ACT_SOFTMAX, "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
+LOSS = {"softmax": K.softmax_xent_backward, "sigmoid": K.sigmoid_bce_backward,
+        "linear": K.squared_error_backward}
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
+PREDICT_CHUNK = 4096               # rows per forward pass when predicting
+FORMAT = "nnfast-model"
+FORMAT_VERSION = 1
+
+
+class History:
+    """What `fit` measured.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss of each epoch (over the mini-batches, as they were trained).
+    batch_loss : list of float
+        Loss of every mini-batch, in order.
+    val_loss, val_accuracy : list of float
+        Per epoch, when validation data is given (accuracy for classifiers only).
+    epoch_time : list of float
+        Seconds of training per epoch (validation excluded).
+    """
+
+    def __init__(self):
+        self.loss, self.batch_loss, self.epoch_time = [], [], []
+        self.val_loss, self.val_accuracy = [], []
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
+        return f"History({len(self.loss)} epochs{last})"
+
+
+class _Workspace:
+    """Activations a[l] (a[0] is the input batch), deltas d[l] and targets y for up to
+    `rows` samples; a short batch uses the leading rows, which stay C-contiguous."""
+
+    def __init__(self, sizes, rows, dtype):
+        self.rows = rows
+        self.a = [np.empty((rows, s), dtype) for s in sizes]
+        self.d = [None] + [np.empty((rows, s), dtype) for s in sizes[1:]]
+        self.y = np.empty((rows, sizes[-1]), dtype)
+        self.full = self.view(rows)
+
+    def view(self, n):
+        """(a, d, y) restricted to the first n rows."""
+        return ([a[:n] for a in self.a], [None] + [d[:n] for d in self.d[1:]], self.y[:n])
+
+
+def _check_names(owner, name, value, allowed):
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}: {name} must be a name, one of {sorted(allowed)}, got "
+                        f"{type(value).__name__}")
+    if value not in allowed:
+        raise ValueError(f"{owner}: unknown {name} {value!r}; expected one of {sorted(allowed)}")
+    return value
+
+
+class Network:
+    """A multi-layer perceptron: ``A_next = act(A @ W + b)`` layer by layer.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer sizes, input size first, e.g. ``[784, 256, 128, 10]``.
+    hidden : str or sequence of str
+        Hidden activation, "relu", "leaky_relu" (slope 0.01), "tanh", "sigmoid" or
+        "linear"; or one name per hidden layer.
+    output : str
+        "softmax" (softmax cross-entropy), "sigmoid" (binary cross-entropy, binary or
+        multi-label) or "linear" (squared error, regression).
+    dtype : np.float32 or np.float64
+        Dtype of the parameters and of all computation.
+    seed : int, None or np.random.Generator
+        Seeds the initialisation and the shuffling of `fit`.
+
+    Notes
+    -----
+    Weights are He-initialised (normal, std sqrt(2 / fan_in)) for layers followed by
+    relu / leaky_relu, Glorot-uniform otherwise; biases start at zero. Parameters live
+    in one flat buffer (all weights, then all biases); `params`, `coefs` and `intercepts`
+    are views into it. Non-goals: convolutions, recurrent layers, GPUs, autodiff.
+    """
+
+    def __init__(self, sizes, hidden="relu", output="softmax", dtype=np.float32, seed=0):
+        self.sizes = self._check_sizes(sizes)
+        n_layers = len(self.sizes) - 1
+        if isinstance(hidden, str):
+            hidden = [hidden] * (n_layers - 1)
+        elif isinstance(hidden, (list, tuple)):
+            if len(hidden) != n_layers - 1:
+                raise ValueError(f"Network: hidden must be one name or {n_layers - 1} names "
+                                 f"(one per hidden layer), got {len(hidden)}")
+        else:
+            raise TypeError(f"Network: hidden must be a name or a sequence of names, got "
+                            f"{type(hidden).__name__}")
+        self.hidden = tuple(_check_names("Network", "hidden activation", h, HIDDEN)
+                            for h in hidden)
+        self.output = _check_names("Network", "output", output, OUTPUT)
+        if self.output == "softmax" and self.sizes[-1] < 2:
+            raise ValueError("Network: a softmax output needs at least 2 units, got 1; "
+                             "use output='sigmoid' for a single binary output")
+        self.dtype = self._check_dtype(dtype)
+        if not (seed is None or isinstance(seed, np.random.Generator)
+                or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+                    and seed >= 0)):
+            raise TypeError(f"Network: seed must be None, an int >= 0 or a "
+                            f"np.random.Generator, got {seed!r}")
+        self.n_layers = n_layers
+        self._rng = np.random.default_rng(seed)
+        self._layout, self.n_params = build_layout(self.sizes)
+        self._n_decay = n_weights(self._layout)
+        self._flat_params = np.zeros(self.n_params, self.dtype)
+        self._flat_grads = np.zeros(self.n_params, self.dtype)
+        views = layer_views(self._flat_params, self._layout)
+        self.coefs = [w for w, _ in views]
+        self.intercepts = [b for _, b in views]
+        gviews = layer_views(self._flat_grads, self._layout)
+        self.dcoefs = [w for w, _ in gviews]
+        self.dintercepts = [b for _, b in gviews]
+        # Kernel codes, mapped once: hidden layers, then the output used for prediction.
+        self._hidden_codes = [HIDDEN[h] for h in self.hidden]
+        self._output_code = OUTPUT[self.output]
+        self._loss_kernel = LOSS[self.output]
+        self._workspace = None
+        self._initialize()
+
+    # ------------------------------------------------------------ construction helpers
+
+    @staticmethod
+    def _check_sizes(sizes):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"Network: sizes must be a sequence of ints (input size first), "
+                            f"got {type(sizes).__name__}")
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"Network: sizes needs at least 2 entries (input, output), got "
+                             f"{sizes}")
+        out = tuple(_validate.check_int("Network", f"sizes[{i}]", s, 1)
+                    for i, s in enumerate(sizes))
+        n_params = sum(i * o + o for i, o in zip(out, out[1:]))      # Python ints: exact
+        if n_params > MAX_PARAMS or max(out) > MAX_PARAMS:
+            raise ValueError(f"Network: {n_params} parameters for sizes {list(out)}; at most "
+                             f"{MAX_PARAMS} are supported")
+        return out
+
+    @staticmethod
+    def _check_dtype(dtype):
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"Network: dtype must be np.float32 or np.float64, got "
+                            f"{dtype!r}") from None
+        if dt not in DTYPES:
+            raise ValueError(f"Network: dtype must be np.float32 or np.float64, got {dt}")
+        return dt
+
+    def _layer_activation(self, l):
+        return self.hidden[l] if l < self.n_layers - 1 else self.output
+
+    def _initialize(self):
+        for l, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
+            fan_in, fan_out = W.shape
+            if self._layer_activation(l) in ("relu", "leaky_relu"):
+                W[...] = self._rng.standard_normal(W.shape) * math.sqrt(2.0 / fan_in)
+            else:
+                r = math.sqrt(6.0 / (fan_in + fan_out))
+                W[...] = self._rng.uniform(-r, r, W.shape)
+            b[...] = 0
+
+    # ------------------------------------------------------------ public properties
+
+    @property
+    def params(self):
+        """List of (W, b) per layer: views into the network's flat storage."""
+        return list(zip(self.coefs, self.intercepts))
+
+    def __repr__(self):
+        return (f"Network({list(self.sizes)}, hidden={list(self.hidden)!r}, "
+                f"output={self.output!r}, dtype={self.dtype.name})")
+
+    # ------------------------------------------------------------ input checks
+
+    def _X(self, X, name="X"):
+        return _validate.features(X, self.sizes[0], self.dtype, name)
+
+    def _Y(self, y, n, name="y"):
+        return _validate.targets(y, n, self.sizes[-1], self.output, self.dtype, name)
+
+    # ------------------------------------------------------------ forward / predict
+
+    def _forward_into(self, out, X, last_code):
+        """out (n, n_out) := the network on X (checked), last layer with `last_code`.
+        Runs in chunks with buffers of this call only (safe from several threads)."""
+        n = X.shape[0]
+        rows = min(n, PREDICT_CHUNK)
+        bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
+        codes = self._hidden_codes + [last_code]
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            a = X[start:stop]
+            for l in range(self.n_layers):
+                nxt = out[start:stop] if l == self.n_layers - 1 else bufs[l][:stop - start]
+                K.dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
+                a = nxt
+        return out
+
+    def forward(self, X):
+        """Output activations (softmax / sigmoid probabilities, or linear values).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_out), the network's dtype
+        """
+        X = self._X(X)
+        out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
+        return self._forward_into(out, X, self._output_code)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_out): softmax or sigmoid outputs only."""
+        if self.output == "linear":
+            raise ValueError("predict_proba needs a softmax or sigmoid output; this network "
+                             "has a linear (regression) output: use predict or forward")
+        return self.forward(X)
+
+    def predict(self, X):
+        """Predictions for X.
+
+        Returns
+        -------
+        softmax: int64 class index, shape (n_samples,). sigmoid: 0/1 int64, shape
+        (n_samples,) for one output unit, else (n_samples, n_out). linear: values, shape
+        (n_samples,) for one output unit, else (n_samples, n_out).
+        """
+        out = self.forward(X)
+        if self.output == "softmax":
+            return out.argmax(axis=1).astype(np.int64)
+        if self.output == "sigmoid":
+            out = (out > 0.5).astype(np.int64)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def _loss_accuracy(self, X, Y):
+        """(mean loss, accuracy or None) on checked arrays."""
+        n = X.shape[0]
+        z = np.empty((n, self.sizes[-1]), self.dtype)
+        self._forward_into(z, X, K.ACT_LINEAR)                 # logits
+        scratch = np.empty_like(z)
+        loss = self._loss_kernel(scratch, z, Y) / n
+        if self.output == "softmax":
+            acc = float(np.mean(z.argmax(axis=1) == Y.argmax(axis=1)))
+        elif self.output == "sigmoid":
+            acc = float(np.mean((z > 0) == (Y > 0.5)))         # p > 0.5 <=> logit > 0
+        else:
+            acc = None
+        return float(loss), acc
+
+    def evaluate(self, X, y):
+        """Mean loss (as defined for the output) and, for classifiers, accuracy.
+
+        Accuracy is the fraction of correct argmax for softmax and of correct 0/1 entries
+        (threshold 0.5) for sigmoid.
+
+        Returns
+        -------
+        dict with "loss" (float) and, for softmax / sigmoid outputs, "accuracy" (float)
+        """
+        X = self._X(X)
+        Y = self._Y(y, X.shape[0])
+        loss, acc = self._loss_accuracy(X, Y)
+        return {"loss": loss} if acc is None else {"loss": loss, "accuracy": acc}
+
+    # ------------------------------------------------------------ gradients
+
+    def _backprop(self, a, d, y, grads_w, grads_b):
+        """Forward + backward on one batch held in a[0] and y; returns the summed loss.
+        Kernel calls only; grads_w / grads_b are overwritten with the mean gradients."""
+        n = a[0].shape[0]
+        L = self.n_layers
+        codes = self._hidden_codes
+        for l in range(L - 1):
+            K.dense_forward(a[l + 1], a[l], self.coefs[l], self.intercepts[l], codes[l])
+        K.dense_forward(a[L], a[L - 1], self.coefs[L - 1], self.intercepts[L - 1],
+                        K.ACT_LINEAR)                             # logits; loss fuses act
+        loss = self._loss_kernel(d[L], a[L], y)                   # d[L] = y_hat - y
+        scale = 1.0 / n
+        for l in range(L - 1, -1, -1):
+            K.linear_backward_params(grads_w[l], grads_b[l], d[l + 1], a[l], scale)
+            if l > 0:                                             # no dX for the input
+                K.linear_backward_input(d[l], d[l + 1], self.coefs[l])
+                K.activation_backward(d[l], d[l], a[l], codes[l - 1])
+        return loss
+
+    def loss_and_grads(self, X, y):
+        """Mean loss on (X, y) and its gradient for every parameter.
+
+        Returns
+        -------
+        loss : float
+        grads : list of (dW, db) per layer, new arrays with the shapes of `params`
+        """
+        X = self._X(X)
+        Y = self._Y(y, X.shape[0])
+        ws = _Workspace(self.sizes, X.shape[0], self.dtype)
+        ws.a[0][...] = X
+        flat = np.empty(self.n_params, self.dtype)
+        views = layer_views(flat, self._layout)
+        loss = self._backprop(ws.a, ws.d, Y, [w for w, _ in views], [b for _, b in views])
+        return float(loss / X.shape[0]), views
+
+    # ------------------------------------------------------------ training
+
+    def _get_workspace(self, rows):
+        if self._workspace is None or self._workspace.rows != rows:
+            self._workspace = _Workspace(self.sizes, rows, self.dtype)
+        return self._workspace
+
+    def _train_step(self, X, Y, idx, views, optimizer):
+        """One mini-batch: gather, forward, backward, update. Returns the mean loss."""
+        a, d, y = views
+        K.gather_rows(a[0], X, idx)
+        K.gather_rows(y, Y, idx)
+        loss = self._backprop(a, d, y, self.dcoefs, self.dintercepts)
+        optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
+        return loss / idx.shape[0]
+
+    def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
+            validation_data=None, verbose=True):
+        """Train on (X, y) with mini-batches, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like
+            softmax: int labels (n_samples,) or one-hot (n_samples, n_out); sigmoid: 0/1
+            (n_samples,) for one unit, else (n_samples, n_out); linear: (n_samples,) for
+            one unit, else (n_samples, n_out).
+        epochs : int >= 1
+        batch_size : int >= 1 (capped at n_samples)
+        optimizer : "adam", "sgd" or an Optimizer (nf.Adam, nf.SGD). The same object
+            passed again continues from its state.
+        shuffle : bool
+            Reshuffle the samples every epoch (from the network's seeded generator).
+        validation_data : (X_val, y_val), optional
+            Evaluated after every epoch into ``val_loss`` / ``val_accuracy``.
+        verbose : bool
+            Print one line per epoch.
+
+        Returns
+        -------
+        History
+        """
+        epochs = _validate.check_int("fit", "epochs", epochs, 1)
+        batch_size = _validate.check_int("fit", "batch_size", batch_size, 1)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"fit: shuffle must be a bool, got {type(shuffle).__name__}")
+        optimizer = get_optimizer(optimizer)
+        X = self._X(X)
+        n = X.shape[0]
+        Y = self._Y(y, n)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
+            Xv = self._X(validation_data[0], "X_val")
+            val = (Xv, self._Y(validation_data[1], Xv.shape[0], "y_val"))
+        # All input checked: from here on the network changes.
+        optimizer._prepare(self)
+        rows = min(batch_size, n)
+        ws = self._get_workspace(rows)
+        order = np.arange(n, dtype=np.intp)
+        hist = History()
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            if shuffle:
+                self._rng.shuffle(order)
+            total = 0.0
+            for start in range(0, n, rows):
+                idx = order[start:start + rows]
+                views = ws.full if idx.shape[0] == rows else ws.view(idx.shape[0])
+                loss = self._train_step(X, Y, idx, views, optimizer)
+                hist.batch_loss.append(loss)
+                total += loss * idx.shape[0]
+            hist.epoch_time.append(time.perf_counter() - t0)
+            hist.loss.append(total / n)
+            line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
+            if val is not None:
+                vloss, vacc = self._loss_accuracy(*val)
+                hist.val_loss.append(vloss)
+                line += f"  val_loss {vloss:.4f}"
+                if vacc is not None:
+                    hist.val_accuracy.append(vacc)
+                    line += f"  val_accuracy {vacc:.4f}"
+            if verbose:
+                print(f"{line}  {hist.epoch_time[-1]:.2f}s", flush=True)
+        return hist
+
+    # ------------------------------------------------------------ files
+
+    def save(self, path):
+        """Write the network to an .npz file (no pickle), atomically.
+
+        The file is written to a temporary name in the same directory, flushed to disk,
+        then renamed over `path`: an interrupted save never leaves a partial file.
+        """
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".nnfast-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
+                         sizes=np.array(self.sizes, np.int64),
+                         hidden=np.array(self.hidden, dtype=str).reshape(-1),
+                         output=np.array(self.output), dtype=np.array(self.dtype.name),
+                         params=self._flat_params)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def load(path):
+    """Read a network written by `Network.save`. Never unpickles.
+
+    Raises
+    ------
+    ValueError if the file is not an nnfast model or is inconsistent.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+    need = {"format", "version", "sizes", "hidden", "output", "dtype", "params"}
+    if not need <= set(data) or str(data["format"]) != FORMAT:
+        raise ValueError(f"load: {path!s} is not an nnfast model file (expected arrays "
+                         f"{sorted(need)}, got {sorted(data)})")
+    if int(data["version"]) != FORMAT_VERSION:
+        raise ValueError(f"load: {path!s} has format version {int(data['version'])}; this "
+                         f"nnfast reads version {FORMAT_VERSION}")
+    try:
+        net = Network([int(s) for s in data["sizes"]], hidden=[str(h) for h in data["hidden"]],
+                      output=str(data["output"]), dtype=str(data["dtype"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
+    params = data["params"]
+    if params.shape != net._flat_params.shape or params.dtype != net.dtype:
+        raise ValueError(f"load: {path!s}: params have shape {params.shape} and dtype "
+                         f"{params.dtype}, expected ({net.n_params},) {net.dtype}")
+    if not _validate.all_finite(params):
+        raise ValueError(f"load: {path!s}: params contain NaN or inf")
+    net._flat_params[...] = params
+    return net

@@ -1,0 +1,150 @@
+"""Optimizers: hyperparameters and state, with the update itself in the compiled core.
+
+An optimizer object holds its state (Adam's moments, SGD's velocity) in flat buffers with
+the network's parameter layout. Passing the same object to `fit` again continues from
+that state; a new object (or a name such as "adam") starts fresh. Weight decay applies to
+weights only, never to biases.
+"""
+import math
+import numbers
+import weakref
+
+import numpy as np
+
+from . import _optim
+
+
+def _check_number(owner, name, value, low, high, low_open=False, high_open=False):
+    """Return float(value) after checking it is a finite real in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    ok = math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{owner}: {name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: binds state buffers to one network and runs its update."""
+
+    _state_names = ()
+
+    def __init__(self):
+        self._owner = None
+        self._state = {}
+        self.t = 0
+
+    def reset(self):
+        """Forget the state (moments, velocity, step count)."""
+        self._owner = None
+        self._state = {}
+        self.t = 0
+
+    def _prepare(self, net):
+        """Allocate zeroed state for `net` unless this object already holds its state."""
+        owner = self._owner() if self._owner is not None else None
+        flat = net._flat_params
+        fresh = owner is not net or any(
+            s.shape != flat.shape or s.dtype != flat.dtype for s in self._state.values())
+        if fresh:
+            self._state = {k: np.zeros_like(flat) for k in self._state_names}
+            self._owner = weakref.ref(net)
+            self.t = 0
+
+    def _step(self, params, grads, n_decay):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper)
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    Follows PyTorch's convention (dampening 0): with g the gradient plus
+    ``weight_decay * W`` (weights only, an L2 penalty),
+    ``v := momentum * v + g`` and ``p := p - lr * (g + momentum * v if nesterov else v)``.
+
+    Parameters
+    ----------
+    lr : float > 0
+    momentum : float in [0, 1)
+    nesterov : bool, needs momentum > 0
+    weight_decay : float >= 0
+    """
+
+    _state_names = ("velocity",)
+    _hyper = ("lr", "momentum", "nesterov", "weight_decay")
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__()
+        self.lr = _check_number("SGD", "lr", lr, 0, math.inf, low_open=True)
+        self.momentum = _check_number("SGD", "momentum", momentum, 0, 1, high_open=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"SGD: nesterov must be a bool, got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
+
+    def _step(self, params, grads, n_decay):
+        self.t += 1
+        _optim.sgd_update(params, self._state["velocity"], grads, self.lr, self.momentum,
+                          self.nesterov, self.weight_decay, n_decay)
+
+
+class Adam(Optimizer):
+    """Adam with decoupled weight decay (AdamW when ``weight_decay > 0``).
+
+    ``m := b1 m + (1 - b1) g``, ``v := b2 v + (1 - b2) g^2``,
+    ``W := W - lr * weight_decay * W`` (weights only),
+    ``p := p - lr * m_hat / (sqrt(v_hat) + eps)`` with the bias-corrected
+    ``m_hat = m / (1 - b1^t)`` and ``v_hat = v / (1 - b2^t)``.
+
+    Parameters
+    ----------
+    lr : float > 0
+    beta1, beta2 : float in [0, 1)
+    eps : float > 0
+    weight_decay : float >= 0
+    """
+
+    _state_names = ("m", "v")
+    _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__()
+        self.lr = _check_number("Adam", "lr", lr, 0, math.inf, low_open=True)
+        self.beta1 = _check_number("Adam", "beta1", beta1, 0, 1, high_open=True)
+        self.beta2 = _check_number("Adam", "beta2", beta2, 0, 1, high_open=True)
+        self.eps = _check_number("Adam", "eps", eps, 0, math.inf, low_open=True)
+        self.weight_decay = _check_number("Adam", "weight_decay", weight_decay, 0, math.inf)
+
+    def _step(self, params, grads, n_decay):
+        self.t += 1
+        _optim.adam_update(params, self._state["m"], self._state["v"], grads, self.t,
+                           self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                           n_decay)
+
+
+_BY_NAME = {"adam": Adam, "sgd": SGD}
+
+
+def get_optimizer(optimizer):
+    """An Optimizer from an instance (returned as is) or a name ("adam", "sgd")."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        raise ValueError(f"optimizer must be one of {sorted(_BY_NAME)} or an Optimizer "
+                         f"instance, got {optimizer!r}")
+    raise TypeError(f"optimizer must be a name ({sorted(_BY_NAME)}) or an Optimizer "
+                    f"instance (nf.Adam, nf.SGD), got {type(optimizer).__name__}")
