@@ -340,3 +340,27 @@ def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t
     with nogil:
         for i in range(n):
             memcpy(&out[i, 0], &x[idx[i], 0], row_bytes)
+
+
+# ---------------------------------------------------------------- plain matrix product
+
+def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
+         bint trans_a=False, bint trans_b=False, floating alpha=1, floating beta=0):
+    """c := alpha * op(a) @ op(b) + beta * c, op(a) = a.T if trans_a (same for b).
+    The bare BLAS call of the other kernels; used by benchmarks for the GEMM floor.
+    c must not overlap a or b.
+    """
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError(f"gemm: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
+                         f"c ({c.shape[0]}, {c.shape[1]})")
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        raise ValueError("gemm: inner dimension is 0")
+    with nogil:
+        gemm_rm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
+                beta, &c[0, 0], n)
