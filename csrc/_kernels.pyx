@@ -12,11 +12,14 @@ first, then inputs, then scalars. Nothing is allocated: outputs are overwritten.
 `def` checks shapes once (ValueError), then runs without the GIL. Activations are passed
 as the integer codes below (the Python layer maps names to codes once).
 
-Workarounds: libm calls go through `_exp`/`_log1p`/`_tanh` so that float32 data uses
-expf/log1pf/tanhf (a double call per element costs ~2x); losses accumulate in double.
+Workarounds: the bias + activation, activation-backward and column-sum loops live in
+csrc/_vec.h as C with target_clones, because Cython's loops are compiled for baseline
+SSE2 only and gcc cannot vectorise a possibly in-place loop. libm calls go through
+`_exp`/`_log`/`_log1p` so that float32 data uses expf/logf/log1pf (a double call per
+element costs ~2x); losses accumulate in double.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
 from libc.string cimport memcpy
 from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_num_threads
 
@@ -27,12 +30,18 @@ ACT_LEAKY_RELU = 2
 ACT_TANH = 3
 ACT_SIGMOID = 4
 ACT_SOFTMAX = 5
-LEAKY_SLOPE = 0.01                 # slope of leaky relu for z < 0, as in PyTorch
-cdef extern from *:
-    """
-    #define NNF_LEAKY_SLOPE 0.01
-    """
-    double NNF_LEAKY_SLOPE
+LEAKY_SLOPE = 0.01                 # slope of leaky relu for z < 0, as in PyTorch (_vec.h)
+
+cdef extern from "_vec.h" nogil:
+    void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m, int act)
+    void nnf_bias_act_f64(double *a, const double *b, Py_ssize_t n, Py_ssize_t m, int act)
+    void nnf_act_backward_f32(float *o, const float *g, const float *y, Py_ssize_t size,
+                              int act)
+    void nnf_act_backward_f64(double *o, const double *g, const double *y, Py_ssize_t size,
+                              int act)
+    void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m, float scale)
+    void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
+                         double scale)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -56,13 +65,6 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1p(x)
 
 
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
 cdef inline floating _sigmoid(floating x) noexcept nogil:
     # Stable both ways: exp of a non-positive number only.
     cdef floating e
@@ -84,48 +86,6 @@ def get_blas_threads():
 
 # ---------------------------------------------------------------- forward
 
-cdef void _bias_act(floating *a, const floating *b, Py_ssize_t n, Py_ssize_t m,
-                    int act) noexcept nogil:
-    """a (n, m) := act(a + b) row by row; one pass over a."""
-    cdef Py_ssize_t i, j
-    cdef floating *r
-    cdef floating v, mx, s
-    for i in range(n):
-        r = a + i * m
-        if act == 1:                                   # relu
-            for j in range(m):
-                v = r[j] + b[j]
-                r[j] = v if v > 0 else 0
-        elif act == 2:                                 # leaky relu
-            for j in range(m):
-                v = r[j] + b[j]
-                r[j] = v if v > 0 else <floating>NNF_LEAKY_SLOPE * v
-        elif act == 3:                                 # tanh
-            for j in range(m):
-                r[j] = _tanh(r[j] + b[j])
-        elif act == 4:                                 # sigmoid
-            for j in range(m):
-                r[j] = _sigmoid(r[j] + b[j])
-        elif act == 5:                                 # softmax: exp(z - max) / sum
-            mx = r[0] + b[0]
-            for j in range(m):
-                v = r[j] + b[j]
-                r[j] = v
-                if v > mx:
-                    mx = v
-            s = 0
-            for j in range(m):
-                v = _exp(r[j] - mx)
-                r[j] = v
-                s += v
-            s = 1 / s
-            for j in range(m):
-                r[j] *= s
-        else:                                          # linear
-            for j in range(m):
-                r[j] += b[j]
-
-
 def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:, ::1] w,
                   const floating[::1] b, int act):
     """a := act(x @ w + b)
@@ -143,7 +103,10 @@ def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:
     with nogil:
         gemm_rm(False, False, n, n_out, n_in, 1, &x[0, 0], n_in, &w[0, 0], n_out,
                 0, &a[0, 0], n_out)
-        _bias_act(&a[0, 0], &b[0], n, n_out, act)
+        if floating is float:
+            nnf_bias_act_f32(&a[0, 0], &b[0], n, n_out, act)
+        else:
+            nnf_bias_act_f64(&a[0, 0], &b[0], n, n_out, act)
 
 
 # ---------------------------------------------------------------- backward
@@ -154,7 +117,7 @@ def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
     relu: a > 0; leaky relu: 1 if a > 0 else 0.01; tanh: 1 - a^2; sigmoid: a (1 - a);
     linear: 1. All (n, m). dz may be da (in place).
     """
-    cdef Py_ssize_t n = a.shape[0], m = a.shape[1], k, size = n * m
+    cdef Py_ssize_t n = a.shape[0], m = a.shape[1], size = n * m
     if da.shape[0] != n or da.shape[1] != m or dz.shape[0] != n or dz.shape[1] != m:
         raise ValueError(f"activation_backward: shape mismatch: a ({n}, {m}), "
                          f"da ({da.shape[0]}, {da.shape[1]}), dz ({dz.shape[0]}, {dz.shape[1]})")
@@ -162,24 +125,11 @@ def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
         raise ValueError(f"activation_backward: unknown activation code {act}")
     if size == 0:
         return
-    cdef floating *o = &dz[0, 0]
-    cdef const floating *g = &da[0, 0]
-    cdef const floating *y = &a[0, 0]
     with nogil:
-        if act == 1:
-            for k in range(size):
-                o[k] = g[k] if y[k] > 0 else 0
-        elif act == 2:
-            for k in range(size):
-                o[k] = g[k] if y[k] > 0 else <floating>NNF_LEAKY_SLOPE * g[k]
-        elif act == 3:
-            for k in range(size):
-                o[k] = g[k] * (1 - y[k] * y[k])
-        elif act == 4:
-            for k in range(size):
-                o[k] = g[k] * y[k] * (1 - y[k])
-        elif o != g:
-            memcpy(o, g, size * sizeof(floating))
+        if floating is float:
+            nnf_act_backward_f32(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
+        else:
+            nnf_act_backward_f64(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
 
 
 def linear_backward_params(floating[:, ::1] dw, floating[::1] db,
@@ -188,26 +138,20 @@ def linear_backward_params(floating[:, ::1] dw, floating[::1] db,
     """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0)
     x (n, n_in), dz (n, n_out), dw (n_in, n_out), db (n_out,). Outputs are overwritten.
     """
-    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = dz.shape[1], i, j
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = dz.shape[1]
     if dz.shape[0] != n or dw.shape[0] != n_in or dw.shape[1] != n_out or db.shape[0] != n_out:
         raise ValueError(f"linear_backward_params: shape mismatch: x ({n}, {n_in}), "
                          f"dz ({dz.shape[0]}, {n_out}), dw ({dw.shape[0]}, {dw.shape[1]}), "
                          f"db ({db.shape[0]},)")
     if n == 0:
         raise ValueError("linear_backward_params: empty batch")
-    cdef floating *s = &db[0]
-    cdef const floating *r
     with nogil:
         gemm_rm(True, False, n_in, n_out, n, scale, &x[0, 0], n_in,
                 &dz[0, 0], n_out, 0, &dw[0, 0], n_out)     # beta=0: overwrite
-        for j in range(n_out):
-            s[j] = 0
-        for i in range(n):
-            r = &dz[i, 0]
-            for j in range(n_out):
-                s[j] += r[j]
-        for j in range(n_out):
-            s[j] *= scale
+        if floating is float:
+            nnf_col_sum_f32(&db[0], &dz[0, 0], n, n_out, scale)
+        else:
+            nnf_col_sum_f64(&db[0], &dz[0, 0], n, n_out, scale)
 
 
 def linear_backward_input(floating[:, ::1] dx, const floating[:, ::1] dz,
