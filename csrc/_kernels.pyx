@@ -98,6 +98,8 @@ def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:
                          f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
     if act < 0 or act > 5:
         raise ValueError(f"dense_forward: unknown activation code {act}")
+    if act == 5 and n_out == 0:
+        raise ValueError("dense_forward: softmax needs at least one output unit")
     if n == 0:
         return
     with nogil:
@@ -190,6 +192,8 @@ def softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
     cdef Py_ssize_t n = z.shape[0], m = z.shape[1], i, j
     _check_loss_shapes("softmax_xent_backward", n, m, dz.shape[0], dz.shape[1],
                        y.shape[0], y.shape[1])
+    if m == 0:
+        raise ValueError("softmax_xent_backward: softmax needs at least one output unit")
     cdef double total = 0
     cdef floating mx, s, lse, yz, ys, inv
     cdef const floating *zr

@@ -11,11 +11,11 @@ from cython cimport floating
 
 cdef extern from "_vec.h" nogil:
     void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
-                      float beta1, float beta2, float eps, float decay, float step_size,
-                      float inv_bc2)
+                      float beta1, float c1, float beta2, float c2, float eps, float decay,
+                      float step_size, float inv_bc2)
     void nnf_adam_f64(double *p, double *m, double *v, const double *g, Py_ssize_t n,
-                      double beta1, double beta2, double eps, double decay, double step_size,
-                      double inv_bc2)
+                      double beta1, double c1, double beta2, double c2, double eps,
+                      double decay, double step_size, double inv_bc2)
     void nnf_sgd_f32(float *p, float *vel, const float *g, Py_ssize_t n, float lr,
                      float momentum, int nesterov, float wd)
     void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
@@ -50,18 +50,19 @@ def adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
     cdef double step_size = lr / (1 - beta1 ** t)
     cdef double inv_bc2 = 1 / (1 - beta2 ** t)
     cdef double decay = 1 - lr * weight_decay
+    cdef double c1 = 1 - beta1, c2 = 1 - beta2        # in double: see _vec.h
     cdef Py_ssize_t k = n_decay
     with nogil:
         if floating is float:
-            nnf_adam_f32(&params[0], &m[0], &v[0], &grads[0], k, beta1, beta2, eps,
-                         decay, step_size, inv_bc2)
-            nnf_adam_f32(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, beta2, eps,
-                         1, step_size, inv_bc2)
+            nnf_adam_f32(&params[0], &m[0], &v[0], &grads[0], k, beta1, c1, beta2, c2,
+                         eps, decay, step_size, inv_bc2)
+            nnf_adam_f32(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, c1, beta2, c2,
+                         eps, 1, step_size, inv_bc2)
         else:
-            nnf_adam_f64(&params[0], &m[0], &v[0], &grads[0], k, beta1, beta2, eps,
-                         decay, step_size, inv_bc2)
-            nnf_adam_f64(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, beta2, eps,
-                         1, step_size, inv_bc2)
+            nnf_adam_f64(&params[0], &m[0], &v[0], &grads[0], k, beta1, c1, beta2, c2,
+                         eps, decay, step_size, inv_bc2)
+            nnf_adam_f64(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, c1, beta2, c2,
+                         eps, 1, step_size, inv_bc2)
 
 
 def sgd_update(floating[::1] params, floating[::1] velocity, const floating[::1] grads,

@@ -158,14 +158,15 @@ NNF_ACT_BACKWARD(nnf_act_backward_f64, double)
 NNF_COL_SUM(nnf_col_sum_f32, float)
 NNF_COL_SUM(nnf_col_sum_f64, double)
 
-/* Adam/AdamW over p[0:n]: m, v updated in place;
- * p := decay * p - step_size * m / (sqrt(v * inv_bc2) + eps), decay = 1 - lr * weight_decay. */
+/* Adam/AdamW over p[0:n]: m := beta1 m + c1 g, v := beta2 v + c2 g^2 in place;
+ * p := decay * p - step_size * m / (sqrt(v * inv_bc2) + eps), decay = 1 - lr * weight_decay.
+ * c1 = 1 - beta1 and c2 = 1 - beta2 come from the caller, computed in double: in float,
+ * 1 - 0.999f is 1.3e-5 (relative) away from 0.001. */
 #define NNF_ADAM(NAME, T, SQRT)                                                        \
     static NNF_CLONES void NAME(T *restrict p, T *restrict m, T *restrict v,           \
-                                const T *restrict g, ptrdiff_t n, T beta1, T beta2,    \
-                                T eps, T decay, T step_size, T inv_bc2)                \
+                                const T *restrict g, ptrdiff_t n, T beta1, T c1,       \
+                                T beta2, T c2, T eps, T decay, T step_size, T inv_bc2) \
     {                                                                                  \
-        const T c1 = (T)1 - beta1, c2 = (T)1 - beta2;                                  \
         NNF_FTZ_BEGIN                                                                  \
         for (ptrdiff_t i = 0; i < n; i++) {                                            \
             T gi = g[i];                                                               \

@@ -140,6 +140,7 @@ class Network:
         self._output_code = OUTPUT[self.output]
         self._loss_kernel = LOSS[self.output]
         self._workspace = None
+        self._order = None
         self._initialize()
 
     # ------------------------------------------------------------ construction helpers
@@ -388,7 +389,9 @@ class Network:
         optimizer._prepare(self)
         rows = min(batch_size, n)
         ws = self._get_workspace(rows)
-        order = np.arange(n, dtype=np.intp)
+        if self._order is None or self._order.shape[0] != n:
+            self._order = np.arange(n, dtype=np.intp)
+        order = self._order                     # kept: fit(2) == fit(1); fit(1)
         hist = History()
         for epoch in range(epochs):
             t0 = time.perf_counter()

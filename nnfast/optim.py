@@ -45,8 +45,12 @@ class Optimizer:
         self._state = {}
         self.t = 0
 
+    def _check_dtype(self, dtype):
+        """Refuse hyperparameters that the network's dtype cannot represent."""
+
     def _prepare(self, net):
         """Allocate zeroed state for `net` unless this object already holds its state."""
+        self._check_dtype(net._flat_params.dtype)
         owner = self._owner() if self._owner is not None else None
         flat = net._flat_params
         fresh = owner is not net or any(
@@ -125,6 +129,12 @@ class Adam(Optimizer):
         self.beta2 = _check_number("Adam", "beta2", beta2, 0, 1, high_open=True)
         self.eps = _check_number("Adam", "eps", eps, 0, math.inf, low_open=True)
         self.weight_decay = _check_number("Adam", "weight_decay", weight_decay, 0, math.inf)
+
+    def _check_dtype(self, dtype):
+        tiny = float(np.finfo(dtype).tiny)
+        if self.eps < tiny:       # flushed to zero in the update: 0 / 0 for a zero gradient
+            raise ValueError(f"Adam: eps must be >= {tiny:g} (the smallest normal {dtype}) "
+                             f"for a {dtype} network, got {self.eps!r}")
 
     def _step(self, params, grads, n_decay):
         self.t += 1

@@ -1,0 +1,340 @@
+"""Pure-NumPy twin of every compiled kernel, and of the network built from them.
+
+Each function has the name and the signature of its compiled counterpart in
+`nnfast._kernels` or `nnfast._optim` (outputs first, written in place, then inputs, then
+scalars; same return value), and computes the same math with plain NumPy operations in
+the arrays' dtype. The tests hold every kernel to its twin; the benchmarks use
+`ReferenceNetwork` as the pure-NumPy baseline. Nothing here is tuned for speed beyond
+avoiding per-sample Python loops: clarity first.
+
+Non-goals: input conversion and validation beyond what the kernels check (callers pass
+C-contiguous arrays of one float dtype), threads, anything the compiled core lacks.
+"""
+import numpy as np
+
+from ._kernels import (ACT_LEAKY_RELU, ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX,
+                       ACT_TANH, LEAKY_SLOPE)
+from ._layout import build_layout, layer_views, n_weights
+
+HIDDEN_CODES = {"relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "tanh": ACT_TANH,
+                "sigmoid": ACT_SIGMOID, "linear": ACT_LINEAR}
+OUTPUT_CODES = {"softmax": ACT_SOFTMAX, "sigmoid": ACT_SIGMOID, "linear": ACT_LINEAR}
+
+
+def _sigmoid(z):
+    """Stable logistic function: exp of a non-positive number only."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# ---------------------------------------------------------------- forward
+
+def dense_forward(a, x, w, b, act):
+    """a := act(x @ w + b); x (n, n_in), w (n_in, n_out), b (n_out,), a (n, n_out)."""
+    if not 0 <= act <= ACT_SOFTMAX:
+        raise ValueError(f"dense_forward: unknown activation code {act}")
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"dense_forward: shape mismatch: w {w.shape}, b {b.shape}")
+    np.matmul(x, w, out=a)
+    a += b
+    if act == ACT_RELU:
+        np.maximum(a, 0, out=a)
+    elif act == ACT_LEAKY_RELU:
+        np.multiply(a, a.dtype.type(LEAKY_SLOPE), out=a, where=a < 0)
+    elif act == ACT_TANH:
+        np.tanh(a, out=a)
+    elif act == ACT_SIGMOID:
+        a[...] = _sigmoid(a)
+    elif act == ACT_SOFTMAX:
+        a -= a.max(axis=1, keepdims=True)
+        np.exp(a, out=a)
+        a /= a.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- backward
+
+def activation_backward(dz, da, a, act):
+    """dz := da * act'(z) from the saved post-activation a = act(z); dz may be da."""
+    if not 0 <= act <= ACT_SIGMOID:
+        raise ValueError(f"activation_backward: unknown activation code {act}")
+    if dz.shape != a.shape or da.shape != a.shape:
+        raise ValueError(f"activation_backward: shape mismatch: a {a.shape}, da {da.shape}, "
+                         f"dz {dz.shape}")
+    if act == ACT_RELU:
+        dz[...] = np.where(a > 0, da, 0)
+    elif act == ACT_LEAKY_RELU:
+        dz[...] = np.where(a > 0, da, a.dtype.type(LEAKY_SLOPE) * da)
+    elif act == ACT_TANH:
+        dz[...] = da * (1 - a * a)
+    elif act == ACT_SIGMOID:
+        dz[...] = da * a * (1 - a)
+    elif dz is not da:
+        np.copyto(dz, da)
+
+
+def linear_backward_params(dw, db, dz, x, scale):
+    """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0). Outputs are overwritten."""
+    if x.shape[0] == 0:
+        raise ValueError("linear_backward_params: empty batch")
+    if db.shape != (dz.shape[1],):
+        raise ValueError(f"linear_backward_params: shape mismatch: dz {dz.shape}, db {db.shape}")
+    scale = dw.dtype.type(scale)
+    np.matmul(x.T, dz, out=dw)
+    dw *= scale
+    np.sum(dz, axis=0, out=db)
+    db *= scale
+
+
+def linear_backward_input(dx, dz, w):
+    """dx := dz @ w.T; dz (n, n_out), w (n_in, n_out), dx (n, n_in)."""
+    np.matmul(dz, w.T, out=dx)
+
+
+# ---------------------------------------------------------------- output layer + loss
+
+def _check_loss_shapes(name, dz, z, y):
+    if dz.ndim != 2 or dz.shape != z.shape or y.shape != z.shape:
+        raise ValueError(f"{name}: shape mismatch: z {z.shape}, y {y.shape}, dz {dz.shape}")
+
+
+def softmax_xent_backward(dz, z, y):
+    """dz := softmax(z) - y; returns sum -y log softmax(z) (float). dz may be z."""
+    _check_loss_shapes("softmax_xent_backward", dz, z, y)
+    if z.size == 0:
+        return 0.0
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    log_p = shifted - np.log(s)
+    loss = -np.sum(y * log_p, dtype=np.float64)
+    np.divide(e, s, out=dz)
+    dz -= y
+    return float(loss)
+
+
+def sigmoid_bce_backward(dz, z, y):
+    """dz := sigmoid(z) - y; returns sum max(z, 0) - z y + log1p(exp(-|z|)) (float)."""
+    _check_loss_shapes("sigmoid_bce_backward", dz, z, y)
+    terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    loss = np.sum(terms, dtype=np.float64)
+    dz[...] = _sigmoid(z) - y
+    return float(loss)
+
+
+def squared_error_backward(dz, yhat, y):
+    """dz := yhat - y; returns 0.5 * sum (yhat - y)^2 (float). dz may be yhat."""
+    _check_loss_shapes("squared_error_backward", dz, yhat, y)
+    np.subtract(yhat, y, out=dz)
+    return float(0.5 * np.sum(dz * dz, dtype=np.float64))
+
+
+# ---------------------------------------------------------------- mini-batch gather
+
+def gather_rows(out, x, idx):
+    """out[i] := x[idx[i]] for i < len(idx); out (>= n, m), only the leading n rows written."""
+    n = idx.shape[0]
+    if out.shape[0] < n or out.shape[1] != x.shape[1]:
+        raise ValueError(f"gather_rows: out {out.shape} cannot hold {n} rows of {x.shape[1]}")
+    np.take(x, idx, axis=0, out=out[:n])
+
+
+# ---------------------------------------------------------------- optimizers
+
+def _check_optim(n, sizes, n_decay):
+    if any(s != n for s in sizes):
+        raise ValueError(f"optimizer buffers differ in size: params {n}, others {sizes}")
+    if not 0 <= n_decay <= n:
+        raise ValueError(f"n_decay must be in [0, {n}], got {n_decay}")
+
+
+def adam_update(params, m, v, grads, t, lr, beta1, beta2, eps, weight_decay, n_decay):
+    """One Adam(W) step t >= 1 in place; decoupled weight decay on params[:n_decay] only."""
+    _check_optim(params.shape[0], (m.shape[0], v.shape[0], grads.shape[0]), n_decay)
+    if t < 1:
+        raise ValueError(f"adam_update: step t must be >= 1, got {t}")
+    m *= beta1
+    m += (1 - beta1) * grads
+    v *= beta2
+    v += (1 - beta2) * grads * grads
+    params[:n_decay] *= 1 - lr * weight_decay
+    params -= (lr / (1 - beta1 ** t)) * m / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+
+
+def sgd_update(params, velocity, grads, lr, momentum, nesterov, weight_decay, n_decay):
+    """One SGD step in place (PyTorch convention, dampening 0, L2 decay on params[:n_decay])."""
+    _check_optim(params.shape[0], (velocity.shape[0], grads.shape[0]), n_decay)
+    g = grads.copy()
+    g[:n_decay] += weight_decay * params[:n_decay]
+    if momentum == 0:
+        params -= lr * g
+        return
+    velocity *= momentum
+    velocity += g
+    params -= lr * (g + momentum * velocity if nesterov else velocity)
+
+
+class ReferenceAdam:
+    """NumPy Adam / AdamW state: the math of `nnfast.Adam` (decoupled decay, weights only)."""
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.eps, self.weight_decay = eps, weight_decay
+        self.t, self.m, self.v = 0, None, None
+
+    def step(self, params, grads, n_decay):
+        """One update of the flat `params` with `grads`; decay on params[:n_decay]."""
+        if self.m is None:
+            self.m, self.v = np.zeros_like(params), np.zeros_like(params)
+        self.t += 1
+        adam_update(params, self.m, self.v, grads, self.t, self.lr, self.beta1, self.beta2,
+                    self.eps, self.weight_decay, n_decay)
+
+
+class ReferenceSGD:
+    """NumPy SGD state: the math of `nnfast.SGD` (momentum, Nesterov, L2 decay on weights)."""
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay = weight_decay
+        self.t, self.velocity = 0, None
+
+    def step(self, params, grads, n_decay):
+        """One update of the flat `params` with `grads`; decay on params[:n_decay]."""
+        if self.velocity is None:
+            self.velocity = np.zeros_like(params)
+        self.t += 1
+        sgd_update(params, self.velocity, grads, self.lr, self.momentum, self.nesterov,
+                   self.weight_decay, n_decay)
+
+
+def reference_optimizer(opt):
+    """A fresh ReferenceAdam / ReferenceSGD with the hyperparameters of nf.Adam / nf.SGD."""
+    if hasattr(opt, "beta1"):
+        return ReferenceAdam(opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay)
+    return ReferenceSGD(opt.lr, opt.momentum, opt.nesterov, opt.weight_decay)
+
+
+# ---------------------------------------------------------------- network
+
+_LOSS = {"softmax": softmax_xent_backward, "sigmoid": sigmoid_bce_backward,
+         "linear": squared_error_backward}
+
+
+class ReferenceNetwork:
+    """The math of `nnfast.Network` in plain NumPy, with the twin kernels above.
+
+    Samples are rows. Parameters live in one flat buffer `params` with the layout of
+    `nnfast._layout.build_layout` (all weights, then all biases); `coefs` / `intercepts`
+    are views into it. Targets `Y` are always the (n, n_out) matrix in `dtype`.
+
+    Parameters
+    ----------
+    sizes : sequence of int, input size first
+    hidden : sequence of str, one name per hidden layer
+    output : "softmax", "sigmoid" or "linear"
+    dtype : np.float32 or np.float64
+    params : ndarray of shape (n_params,), optional; copied (default: zeros)
+    """
+
+    def __init__(self, sizes, hidden, output, dtype=np.float32, params=None):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.n_layers = len(self.sizes) - 1
+        self.hidden = tuple(hidden)
+        if len(self.hidden) != self.n_layers - 1:
+            raise ValueError(f"ReferenceNetwork: need {self.n_layers - 1} hidden names, got "
+                             f"{len(self.hidden)}")
+        self.output = output
+        self.dtype = np.dtype(dtype)
+        self.layout, self.n_params = build_layout(self.sizes)
+        self.n_decay = n_weights(self.layout)
+        self.params = np.zeros(self.n_params, self.dtype)
+        if params is not None:
+            self.params[...] = params
+        self.grads = np.zeros(self.n_params, self.dtype)
+        views, gviews = layer_views(self.params, self.layout), layer_views(self.grads,
+                                                                           self.layout)
+        self.coefs, self.intercepts = [w for w, _ in views], [b for _, b in views]
+        self.dcoefs, self.dintercepts = [w for w, _ in gviews], [b for _, b in gviews]
+        self._codes = [HIDDEN_CODES[h] for h in self.hidden]
+        self._output_code = OUTPUT_CODES[output]
+        self._loss = _LOSS[output]
+        self._ws_rows, self._ws = 0, None
+
+    @classmethod
+    def from_network(cls, net):
+        """A copy of `net` (an nnfast.Network): sizes, activations, dtype and weights."""
+        ref = cls(net.sizes, net.hidden, net.output, net.dtype, net._flat_params)
+        if ref.layout != net._layout:
+            raise ValueError("ReferenceNetwork: the network's layout differs from "
+                             "build_layout(sizes)")
+        return ref
+
+    def _workspace(self, rows):
+        """(a, d, y) buffers for `rows` samples, allocated once per row count."""
+        if self._ws_rows != rows:
+            a = [np.empty((rows, s), self.dtype) for s in self.sizes]
+            d = [None] + [np.empty((rows, s), self.dtype) for s in self.sizes[1:]]
+            self._ws = (a, d, np.empty((rows, self.sizes[-1]), self.dtype))
+            self._ws_rows = rows
+        return self._ws
+
+    def forward(self, X):
+        """Output activations, shape (n, n_out)."""
+        a = np.ascontiguousarray(X, self.dtype)
+        codes = self._codes + [self._output_code]
+        for l in range(self.n_layers):
+            nxt = np.empty((a.shape[0], self.sizes[l + 1]), self.dtype)
+            dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
+            a = nxt
+        return a
+
+    def _backprop(self, a, d, y):
+        """Forward + backward on the batch in a[0], y; self.grads := mean gradient.
+        Returns the summed loss."""
+        L = self.n_layers
+        for l in range(L - 1):
+            dense_forward(a[l + 1], a[l], self.coefs[l], self.intercepts[l], self._codes[l])
+        dense_forward(a[L], a[L - 1], self.coefs[L - 1], self.intercepts[L - 1], ACT_LINEAR)
+        loss = self._loss(d[L], a[L], y)
+        scale = 1.0 / a[0].shape[0]
+        for l in range(L - 1, -1, -1):
+            linear_backward_params(self.dcoefs[l], self.dintercepts[l], d[l + 1], a[l], scale)
+            if l > 0:
+                linear_backward_input(d[l], d[l + 1], self.coefs[l])
+                activation_backward(d[l], d[l], a[l], self._codes[l - 1])
+        return loss
+
+    def loss_and_grads(self, X, Y):
+        """(mean loss, flat gradient array of shape (n_params,)) on X (n, n_in), Y (n, n_out)."""
+        X = np.ascontiguousarray(X, self.dtype)
+        Y = np.ascontiguousarray(Y, self.dtype)
+        n = X.shape[0]
+        a, d, y = self._workspace(n)
+        a[0][...] = X
+        y[...] = Y
+        loss = self._backprop(a, d, y)
+        return loss / n, self.grads.copy()
+
+    def train_epoch(self, X, Y, order, batch_size, optimizer):
+        """One epoch of mini-batches over X[order] (the last one may be short).
+
+        `optimizer` is a ReferenceAdam or ReferenceSGD, updated in place. Returns the mean
+        training loss of the epoch (summed batch losses / number of samples).
+        """
+        X = np.ascontiguousarray(X, self.dtype)
+        Y = np.ascontiguousarray(Y, self.dtype)
+        order = np.asarray(order, np.intp)
+        rows = min(int(batch_size), order.shape[0])
+        a_full, d_full, y_full = self._workspace(rows)
+        total = 0.0
+        for start in range(0, order.shape[0], rows):
+            idx = order[start:start + rows]
+            n = idx.shape[0]
+            a = [buf[:n] for buf in a_full]
+            d = [None] + [buf[:n] for buf in d_full[1:]]
+            y = y_full[:n]
+            gather_rows(a[0], X, idx)
+            gather_rows(y, Y, idx)
+            total += self._backprop(a, d, y)
+            optimizer.step(self.params, self.grads, self.n_decay)
+        return total / order.shape[0]
