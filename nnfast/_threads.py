@@ -3,6 +3,8 @@ import numbers
 
 from . import _kernels
 
+MAX_THREADS = 4096
+
 
 def set_num_threads(n):
     """Set the number of threads used by nnfast's BLAS (every matrix product).
@@ -13,12 +15,13 @@ def set_num_threads(n):
 
     Parameters
     ----------
-    n : int >= 1
+    n : int in [1, 4096]; OpenBLAS caps it at the maximum it was built for (64 for
+        the scipy-openblas32 wheel), which get_num_threads() then reports.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"set_num_threads: n must be an int >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}], got {n}")
     _kernels.set_blas_threads(int(n))
 
 

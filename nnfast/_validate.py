@@ -65,7 +65,8 @@ def features(X, n_features, dtype, name="X"):
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, the network expects "
                          f"{n_features} (shape (n_samples, {n_features}))")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):             # overflow to inf is reported just below
+        out = np.ascontiguousarray(arr, dtype=dtype)
     _check_finite(out, name)
     return out
 
@@ -106,7 +107,8 @@ def targets(y, n_samples, n_out, output, dtype, name="y"):
         raise ValueError(f"{name} for a {output} output must have shape ({n_samples}, {n_out})"
                          + (f" or ({n_samples},)" if n_out == 1 else "") +
                          f", got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
     _check_finite(out, name)                 # conversion to float32 may overflow to inf
     if output == "sigmoid":
         _check_range(out, name, "targets of a sigmoid output")

@@ -1,6 +1,7 @@
 """Readers for IDX files (the MNIST format) and the Fashion-MNIST data set."""
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -35,38 +36,44 @@ def load_idx(path):
     (native byte order)
     """
     path = os.fspath(path)
-    with _open(path) as f:
+    with _open(path) as f:                  # a missing file raises FileNotFoundError
         try:
-            head = f.read(4)
-        except (OSError, EOFError) as exc:
+            shape, dtype, expected, chunks, got = _read_idx(f, path)
+        except (OSError, EOFError, zlib.error) as exc:     # damaged compressed data
             raise ValueError(f"load_idx: {path}: cannot read: {exc}") from None
-        if len(head) < 4 or head[0] != 0 or head[1] != 0:
-            raise ValueError(f"load_idx: {path} is not an IDX file (bad magic number "
-                             f"{head.hex() or 'empty'})")
-        code, ndim = head[2], head[3]
-        if code not in _IDX_DTYPES:
-            raise ValueError(f"load_idx: {path}: unknown IDX dtype code 0x{code:02x}")
-        if ndim == 0:
-            raise ValueError(f"load_idx: {path}: rank 0 is not supported")
-        dims_raw = f.read(4 * ndim)
-        if len(dims_raw) != 4 * ndim:
-            raise ValueError(f"load_idx: {path}: truncated header")
-        shape = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4"))
-        dtype = np.dtype(_IDX_DTYPES[code])
-        expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        chunks, got = [], 0
-        while got <= expected:
-            chunk = f.read(min(_READ_CHUNK, expected + 1 - got))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
     if got != expected:
         more = "more" if got > expected else f"only {got}"
         raise ValueError(f"load_idx: {path}: header declares shape {shape} ({expected} bytes "
                          f"of data) but the file holds {more}")
     data = np.frombuffer(b"".join(chunks), dtype).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _read_idx(f, path):
+    """Parse the header, then read at most the declared data plus one byte, in chunks."""
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise ValueError(f"load_idx: {path} is not an IDX file (bad magic number "
+                         f"{head.hex() or 'empty'})")
+    code, ndim = head[2], head[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"load_idx: {path}: unknown IDX dtype code 0x{code:02x}")
+    if ndim == 0:
+        raise ValueError(f"load_idx: {path}: rank 0 is not supported")
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) != 4 * ndim:
+        raise ValueError(f"load_idx: {path}: truncated header")
+    shape = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4"))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    chunks, got = [], 0
+    while got <= expected:
+        chunk = f.read(min(_READ_CHUNK, expected + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return shape, dtype, expected, chunks, got
 
 
 def _find(name, dirs):

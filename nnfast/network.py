@@ -164,6 +164,8 @@ class Network:
 
     @staticmethod
     def _check_dtype(dtype):
+        if dtype is None:          # np.dtype(None) would silently mean float64
+            raise TypeError("Network: dtype must be np.float32 or np.float64, got None")
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -453,7 +455,13 @@ def load(path):
     ValueError if the file is not an nnfast model or is inconsistent.
     """
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
+        f = np.load(os.fspath(path), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"load: {path!s} is a single array, not an nnfast model (.npz)")
+    try:
+        with f:
             data = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
