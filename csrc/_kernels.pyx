@@ -12,16 +12,16 @@ first, then inputs, then scalars. Nothing is allocated: outputs are overwritten.
 `def` checks shapes once (ValueError), then runs without the GIL. Activations are passed
 as the integer codes below (the Python layer maps names to codes once).
 
-Workarounds: the bias + activation, activation-backward and column-sum loops live in
-csrc/_vec.h as C with target_clones, because Cython's loops are compiled for baseline
-SSE2 only and gcc cannot vectorise a possibly in-place loop. libm calls go through
-`_exp`/`_log`/`_log1p` so that float32 data uses expf/logf/log1pf (a double call per
-element costs ~2x); losses accumulate in double.
+The bodies are in csrc/_ops.pxd (shared with the compiled training step of _step.pyx);
+the bias + activation, activation-backward and column-sum loops are C with target_clones
+in csrc/_vec.h, because Cython's loops are compiled for baseline SSE2 only and gcc cannot
+vectorise a possibly in-place loop. Losses accumulate in double.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
-from libc.string cimport memcpy
 from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_num_threads
+from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params,
+                   _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
+                   _gather_rows)
 
 # Activation codes (shared with nnfast/network.py through the module attributes).
 ACT_LINEAR = 0
@@ -31,47 +31,10 @@ ACT_TANH = 3
 ACT_SIGMOID = 4
 ACT_SOFTMAX = 5
 LEAKY_SLOPE = 0.01                 # slope of leaky relu for z < 0, as in PyTorch (_vec.h)
-
-cdef extern from "_vec.h" nogil:
-    void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m, int act)
-    void nnf_bias_act_f64(double *a, const double *b, Py_ssize_t n, Py_ssize_t m, int act)
-    void nnf_act_backward_f32(float *o, const float *g, const float *y, Py_ssize_t size,
-                              int act)
-    void nnf_act_backward_f64(double *o, const double *g, const double *y, Py_ssize_t size,
-                              int act)
-    void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m, float scale)
-    void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
-                         double scale)
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _log(floating x) noexcept nogil:
-    if floating is float:
-        return logf(x)
-    else:
-        return log(x)
-
-
-cdef inline floating _log1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    # Stable both ways: exp of a non-positive number only.
-    cdef floating e
-    if x >= 0:
-        return 1 / (1 + _exp(-x))
-    e = _exp(x)
-    return e / (1 + e)
+# Loss codes of the output layer (for nnfast._step.TrainStep).
+LOSS_SOFTMAX_XENT = 0
+LOSS_SIGMOID_BCE = 1
+LOSS_SQUARED_ERROR = 2
 
 
 def set_blas_threads(int n):
@@ -98,17 +61,13 @@ def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:
                          f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
     if act < 0 or act > 5:
         raise ValueError(f"dense_forward: unknown activation code {act}")
-    if act == 5 and n_out == 0:
-        raise ValueError("dense_forward: softmax needs at least one output unit")
+    if n_in == 0 or n_out == 0:
+        raise ValueError(f"dense_forward: a layer needs at least one unit, got w ({n_in}, "
+                         f"{n_out})")
     if n == 0:
         return
     with nogil:
-        gemm_rm(False, False, n, n_out, n_in, 1, &x[0, 0], n_in, &w[0, 0], n_out,
-                0, &a[0, 0], n_out)
-        if floating is float:
-            nnf_bias_act_f32(&a[0, 0], &b[0], n, n_out, act)
-        else:
-            nnf_bias_act_f64(&a[0, 0], &b[0], n, n_out, act)
+        _dense_forward(&a[0, 0], &x[0, 0], &w[0, 0], &b[0], n, n_in, n_out, act)
 
 
 # ---------------------------------------------------------------- backward
@@ -128,10 +87,7 @@ def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
     if size == 0:
         return
     with nogil:
-        if floating is float:
-            nnf_act_backward_f32(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
-        else:
-            nnf_act_backward_f64(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
+        _activation_backward(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
 
 
 def linear_backward_params(floating[:, ::1] dw, floating[::1] db,
@@ -145,15 +101,11 @@ def linear_backward_params(floating[:, ::1] dw, floating[::1] db,
         raise ValueError(f"linear_backward_params: shape mismatch: x ({n}, {n_in}), "
                          f"dz ({dz.shape[0]}, {n_out}), dw ({dw.shape[0]}, {dw.shape[1]}), "
                          f"db ({db.shape[0]},)")
-    if n == 0:
-        raise ValueError("linear_backward_params: empty batch")
+    if n == 0 or n_in == 0 or n_out == 0:
+        raise ValueError(f"linear_backward_params: empty operand: x ({n}, {n_in}), "
+                         f"dz ({n}, {n_out})")
     with nogil:
-        gemm_rm(True, False, n_in, n_out, n, scale, &x[0, 0], n_in,
-                &dz[0, 0], n_out, 0, &dw[0, 0], n_out)     # beta=0: overwrite
-        if floating is float:
-            nnf_col_sum_f32(&db[0], &dz[0, 0], n, n_out, scale)
-        else:
-            nnf_col_sum_f64(&db[0], &dz[0, 0], n, n_out, scale)
+        _linear_backward_params(&dw[0, 0], &db[0], &dz[0, 0], &x[0, 0], n, n_in, n_out, scale)
 
 
 def linear_backward_input(floating[:, ::1] dx, const floating[:, ::1] dz,
@@ -165,11 +117,13 @@ def linear_backward_input(floating[:, ::1] dx, const floating[:, ::1] dz,
     if w.shape[1] != n_out or dx.shape[0] != n or dx.shape[1] != n_in:
         raise ValueError(f"linear_backward_input: shape mismatch: dz ({n}, {n_out}), "
                          f"w ({n_in}, {w.shape[1]}), dx ({dx.shape[0]}, {dx.shape[1]})")
+    if n_in == 0 or n_out == 0:
+        raise ValueError(f"linear_backward_input: a layer needs at least one unit, got w "
+                         f"({n_in}, {n_out})")
     if n == 0:
         return
     with nogil:
-        gemm_rm(False, True, n, n_in, n_out, 1, &dz[0, 0], n_out, &w[0, 0], n_out,
-                0, &dx[0, 0], n_in)
+        _linear_backward_input(&dx[0, 0], &dz[0, 0], &w[0, 0], n, n_in, n_out)
 
 
 # ---------------------------------------------------------------- output layer + loss
@@ -189,37 +143,16 @@ def softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
     Stable: log-softmax is z - max - log(sum exp(z - max)). dz may be z (in place).
     The 1/n of the mean is not applied here (the caller scales once).
     """
-    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], i, j
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1]
     _check_loss_shapes("softmax_xent_backward", n, m, dz.shape[0], dz.shape[1],
                        y.shape[0], y.shape[1])
     if m == 0:
         raise ValueError("softmax_xent_backward: softmax needs at least one output unit")
-    cdef double total = 0
-    cdef floating mx, s, lse, yz, ys, inv
-    cdef const floating *zr
-    cdef const floating *yr
-    cdef floating *dr
+    if n == 0:
+        return 0.0
+    cdef double total
     with nogil:
-        for i in range(n):
-            zr = &z[i, 0]
-            yr = &y[i, 0]
-            dr = &dz[i, 0]
-            mx = zr[0]
-            for j in range(1, m):
-                if zr[j] > mx:
-                    mx = zr[j]
-            s = 0
-            yz = 0
-            ys = 0
-            for j in range(m):
-                s += _exp(zr[j] - mx)
-                yz += yr[j] * (zr[j] - mx)
-                ys += yr[j]
-            lse = _log(s)
-            total += ys * lse - yz                     # sum_k y_k (lse - (z_k - max))
-            inv = 1 / s
-            for j in range(m):                         # reads zr[j] before writing dr[j]
-                dr[j] = _exp(zr[j] - mx) * inv - yr[j]
+        total = _softmax_xent(&dz[0, 0], &z[0, 0], &y[0, 0], n, m)
     return total
 
 
@@ -229,22 +162,14 @@ def sigmoid_bce_backward(floating[:, ::1] dz, const floating[:, ::1] z,
     z logits (n, m), y targets in [0, 1] (n, m), dz (n, m). dz may be z (in place).
     Stable: the loss is max(z, 0) - z y + log1p(exp(-|z|)).
     """
-    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], k, size = n * m
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1], size = n * m
     _check_loss_shapes("sigmoid_bce_backward", n, m, dz.shape[0], dz.shape[1],
                        y.shape[0], y.shape[1])
-    cdef double total = 0
-    cdef floating v, t
     if size == 0:
         return 0.0
-    cdef const floating *zp = &z[0, 0]
-    cdef const floating *yp = &y[0, 0]
-    cdef floating *dp = &dz[0, 0]
+    cdef double total
     with nogil:
-        for k in range(size):
-            v = zp[k]
-            t = yp[k]
-            total += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
-            dp[k] = _sigmoid(v) - t
+        total = _sigmoid_bce(&dz[0, 0], &z[0, 0], &y[0, 0], size)
     return total
 
 
@@ -253,22 +178,15 @@ def squared_error_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
     """dz := yhat - y;  returns 0.5 * sum (yhat - y)^2
     yhat (n, m), y (n, m), dz (n, m). dz may be yhat (in place).
     """
-    cdef Py_ssize_t n = yhat.shape[0], m = yhat.shape[1], k, size = n * m
+    cdef Py_ssize_t n = yhat.shape[0], m = yhat.shape[1], size = n * m
     _check_loss_shapes("squared_error_backward", n, m, dz.shape[0], dz.shape[1],
                        y.shape[0], y.shape[1])
-    cdef double total = 0
-    cdef floating e
     if size == 0:
         return 0.0
-    cdef const floating *hp = &yhat[0, 0]
-    cdef const floating *yp = &y[0, 0]
-    cdef floating *dp = &dz[0, 0]
+    cdef double total
     with nogil:
-        for k in range(size):
-            e = hp[k] - yp[k]
-            dp[k] = e
-            total += e * e
-    return 0.5 * total
+        total = _squared_error(&dz[0, 0], &yhat[0, 0], &y[0, 0], size)
+    return total
 
 
 # ---------------------------------------------------------------- mini-batch gather
@@ -278,16 +196,14 @@ def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t
     x (N, m), idx (n,) of np.intp, every entry in [0, N) (checked by the caller),
     out (>= n, m): the leading n rows are written.
     """
-    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1]
     if out.shape[0] < n or out.shape[1] != m:
         raise ValueError(f"gather_rows: out ({out.shape[0]}, {out.shape[1]}) cannot hold "
                          f"{n} rows of {m}")
     if n == 0 or m == 0:
         return
-    cdef size_t row_bytes = m * sizeof(floating)
     with nogil:
-        for i in range(n):
-            memcpy(&out[i, 0], &x[idx[i], 0], row_bytes)
+        _gather_rows(&out[0, 0], &x[0, 0], &idx[0], n, m)
 
 
 # ---------------------------------------------------------------- plain matrix product

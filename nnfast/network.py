@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import _validate
+from ._step import TrainStep
 from ._layout import build_layout, layer_views, n_weights
 from .optim import get_optimizer
 
@@ -17,6 +18,8 @@ HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH
 OUTPUT = {"softmax": K.ACT_SOFTMAX, "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
 LOSS = {"softmax": K.softmax_xent_backward, "sigmoid": K.sigmoid_bce_backward,
         "linear": K.squared_error_backward}
+LOSS_CODE = {"softmax": K.LOSS_SOFTMAX_XENT, "sigmoid": K.LOSS_SIGMOID_BCE,
+             "linear": K.LOSS_SQUARED_ERROR}
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
@@ -50,18 +53,16 @@ class History:
 
 class _Workspace:
     """Activations a[l] (a[0] is the input batch), deltas d[l] and targets y for up to
-    `rows` samples; a short batch uses the leading rows, which stay C-contiguous."""
+    `rows` samples, and the compiled training step over them and the given gradient
+    arrays; a short batch uses the leading rows, which stay C-contiguous."""
 
-    def __init__(self, sizes, rows, dtype):
+    def __init__(self, net, rows, dcoefs, dintercepts):
         self.rows = rows
-        self.a = [np.empty((rows, s), dtype) for s in sizes]
-        self.d = [None] + [np.empty((rows, s), dtype) for s in sizes[1:]]
-        self.y = np.empty((rows, sizes[-1]), dtype)
-        self.full = self.view(rows)
-
-    def view(self, n):
-        """(a, d, y) restricted to the first n rows."""
-        return ([a[:n] for a in self.a], [None] + [d[:n] for d in self.d[1:]], self.y[:n])
+        self.a = [np.empty((rows, s), net.dtype) for s in net.sizes]
+        self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
+        self.y = np.empty((rows, net.sizes[-1]), net.dtype)
+        self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
+                              self.d, self.y, net._hidden_codes, LOSS_CODE[net.output])
 
 
 def _check_names(owner, name, value, allowed):
@@ -295,25 +296,6 @@ class Network:
 
     # ------------------------------------------------------------ gradients
 
-    def _backprop(self, a, d, y, grads_w, grads_b):
-        """Forward + backward on one batch held in a[0] and y; returns the summed loss.
-        Kernel calls only; grads_w / grads_b are overwritten with the mean gradients."""
-        n = a[0].shape[0]
-        L = self.n_layers
-        codes = self._hidden_codes
-        for l in range(L - 1):
-            K.dense_forward(a[l + 1], a[l], self.coefs[l], self.intercepts[l], codes[l])
-        K.dense_forward(a[L], a[L - 1], self.coefs[L - 1], self.intercepts[L - 1],
-                        K.ACT_LINEAR)                             # logits; loss fuses act
-        loss = self._loss_kernel(d[L], a[L], y)                   # d[L] = y_hat - y
-        scale = 1.0 / n
-        for l in range(L - 1, -1, -1):
-            K.linear_backward_params(grads_w[l], grads_b[l], d[l + 1], a[l], scale)
-            if l > 0:                                             # no dX for the input
-                K.linear_backward_input(d[l], d[l + 1], self.coefs[l])
-                K.activation_backward(d[l], d[l], a[l], codes[l - 1])
-        return loss
-
     def loss_and_grads(self, X, y):
         """Mean loss on (X, y) and its gradient for every parameter.
 
@@ -323,27 +305,25 @@ class Network:
         grads : list of (dW, db) per layer, new arrays with the shapes of `params`
         """
         X = self._X(X)
-        Y = self._Y(y, X.shape[0])
-        ws = _Workspace(self.sizes, X.shape[0], self.dtype)
-        ws.a[0][...] = X
-        flat = np.empty(self.n_params, self.dtype)
-        views = layer_views(flat, self._layout)
-        loss = self._backprop(ws.a, ws.d, Y, [w for w, _ in views], [b for _, b in views])
-        return float(loss / X.shape[0]), views
+        n = X.shape[0]
+        Y = self._Y(y, n)
+        views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
+        ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views])
+        ws.step.bind(X, Y)
+        loss = ws.step.step(np.arange(n, dtype=np.intp))
+        return float(loss / n), views
 
     # ------------------------------------------------------------ training
 
     def _get_workspace(self, rows):
         if self._workspace is None or self._workspace.rows != rows:
-            self._workspace = _Workspace(self.sizes, rows, self.dtype)
+            self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts)
         return self._workspace
 
-    def _train_step(self, X, Y, idx, views, optimizer):
-        """One mini-batch: gather, forward, backward, update. Returns the mean loss."""
-        a, d, y = views
-        K.gather_rows(a[0], X, idx)
-        K.gather_rows(y, Y, idx)
-        loss = self._backprop(a, d, y, self.dcoefs, self.dintercepts)
+    def _train_step(self, step, idx, optimizer):
+        """One mini-batch of the data bound to `step`: gather, forward, backward (one
+        compiled call), then the optimizer's update. Returns the mean loss."""
+        loss = step.step(idx)
         optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
         return loss / idx.shape[0]
 
@@ -395,6 +375,15 @@ class Network:
             self._order = np.arange(n, dtype=np.intp)
         order = self._order                     # kept: fit(2) == fit(1); fit(1)
         hist = History()
+        ws.step.bind(X, Y)
+        try:
+            self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer, val,
+                         verbose)
+        finally:
+            ws.step.release()
+        return hist
+
+    def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose):
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if shuffle:
@@ -402,8 +391,7 @@ class Network:
             total = 0.0
             for start in range(0, n, rows):
                 idx = order[start:start + rows]
-                views = ws.full if idx.shape[0] == rows else ws.view(idx.shape[0])
-                loss = self._train_step(X, Y, idx, views, optimizer)
+                loss = self._train_step(step, idx, optimizer)
                 hist.batch_loss.append(loss)
                 total += loss * idx.shape[0]
             hist.epoch_time.append(time.perf_counter() - t0)
@@ -418,7 +406,6 @@ class Network:
                     line += f"  val_accuracy {vacc:.4f}"
             if verbose:
                 print(f"{line}  {hist.epoch_time[-1]:.2f}s", flush=True)
-        return hist
 
     # ------------------------------------------------------------ files
 

@@ -1,0 +1,181 @@
+# The bodies of the kernels on raw pointers, shared by _kernels.pyx (the checked `def`
+# kernels, one call per operation) and _step.pyx (the whole training step in one call).
+# All arrays are row-major and contiguous; shapes were checked by the caller. Nothing is
+# allocated. The elementwise loops live in _vec.h (target_clones); libm calls go through
+# _exp / _log / _log1p so that float32 data uses expf / logf / log1pf.
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
+from libc.string cimport memcpy
+from _blas cimport gemm_rm
+
+cdef extern from "_vec.h" nogil:
+    void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m, int act)
+    void nnf_bias_act_f64(double *a, const double *b, Py_ssize_t n, Py_ssize_t m, int act)
+    void nnf_act_backward_f32(float *o, const float *g, const float *y, Py_ssize_t size,
+                              int act)
+    void nnf_act_backward_f64(double *o, const double *g, const double *y, Py_ssize_t size,
+                              int act)
+    void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m, float scale)
+    void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
+                         double scale)
+
+# Activation codes, as in _vec.h.
+cdef enum:
+    ACT_LINEAR_ = 0
+    ACT_RELU_ = 1
+    ACT_LEAKY_RELU_ = 2
+    ACT_TANH_ = 3
+    ACT_SIGMOID_ = 4
+    ACT_SOFTMAX_ = 5
+
+# Loss codes of the output layer.
+cdef enum:
+    LOSS_SOFTMAX_XENT_ = 0
+    LOSS_SIGMOID_BCE_ = 1
+    LOSS_SQUARED_ERROR_ = 2
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    # Stable both ways: exp of a non-positive number only.
+    cdef floating e
+    if x >= 0:
+        return 1 / (1 + _exp(-x))
+    e = _exp(x)
+    return e / (1 + e)
+
+
+cdef inline void _dense_forward(floating *a, const floating *x, const floating *w,
+                                const floating *b, Py_ssize_t n, Py_ssize_t n_in,
+                                Py_ssize_t n_out, int act) noexcept nogil:
+    """a (n, n_out) := act(x (n, n_in) @ w (n_in, n_out) + b)."""
+    gemm_rm(False, False, n, n_out, n_in, 1, x, n_in, w, n_out, 0, a, n_out)
+    if floating is float:
+        nnf_bias_act_f32(a, b, n, n_out, act)
+    else:
+        nnf_bias_act_f64(a, b, n, n_out, act)
+
+
+cdef inline void _activation_backward(floating *dz, const floating *da, const floating *a,
+                                      Py_ssize_t size, int act) noexcept nogil:
+    """dz := da * act'(z) from a = act(z); dz may be da."""
+    if floating is float:
+        nnf_act_backward_f32(dz, da, a, size, act)
+    else:
+        nnf_act_backward_f64(dz, da, a, size, act)
+
+
+cdef inline void _linear_backward_params(floating *dw, floating *db, const floating *dz,
+                                         const floating *x, Py_ssize_t n, Py_ssize_t n_in,
+                                         Py_ssize_t n_out, floating scale) noexcept nogil:
+    """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0)."""
+    gemm_rm(True, False, n_in, n_out, n, scale, x, n_in, dz, n_out, 0, dw, n_out)
+    if floating is float:
+        nnf_col_sum_f32(db, dz, n, n_out, scale)
+    else:
+        nnf_col_sum_f64(db, dz, n, n_out, scale)
+
+
+cdef inline void _linear_backward_input(floating *dx, const floating *dz, const floating *w,
+                                        Py_ssize_t n, Py_ssize_t n_in,
+                                        Py_ssize_t n_out) noexcept nogil:
+    """dx (n, n_in) := dz (n, n_out) @ w.T."""
+    gemm_rm(False, True, n, n_in, n_out, 1, dz, n_out, w, n_out, 0, dx, n_in)
+
+
+cdef inline double _softmax_xent(floating *dz, const floating *z, const floating *y,
+                                 Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """dz := softmax(z) - y; returns sum -y log softmax(z). m >= 1; dz may be z."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0
+    cdef floating mx, s, yz, ys, inv
+    cdef const floating *zr
+    cdef const floating *yr
+    cdef floating *dr
+    for i in range(n):
+        zr = z + i * m
+        yr = y + i * m
+        dr = dz + i * m
+        mx = zr[0]
+        for j in range(1, m):
+            if zr[j] > mx:
+                mx = zr[j]
+        s = 0
+        yz = 0
+        ys = 0
+        for j in range(m):
+            s += _exp(zr[j] - mx)
+            yz += yr[j] * (zr[j] - mx)
+            ys += yr[j]
+        total += ys * _log(s) - yz                 # sum_k y_k (lse - (z_k - max))
+        inv = 1 / s
+        for j in range(m):                         # reads zr[j] before writing dr[j]
+            dr[j] = _exp(zr[j] - mx) * inv - yr[j]
+    return total
+
+
+cdef inline double _sigmoid_bce(floating *dz, const floating *z, const floating *y,
+                                Py_ssize_t size) noexcept nogil:
+    """dz := sigmoid(z) - y; returns sum max(z, 0) - z y + log1p(exp(-|z|)); dz may be z."""
+    cdef Py_ssize_t k
+    cdef double total = 0
+    cdef floating v, t
+    for k in range(size):
+        v = z[k]
+        t = y[k]
+        total += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
+        dz[k] = _sigmoid(v) - t
+    return total
+
+
+cdef inline double _squared_error(floating *dz, const floating *yhat, const floating *y,
+                                  Py_ssize_t size) noexcept nogil:
+    """dz := yhat - y; returns 0.5 sum (yhat - y)^2; dz may be yhat."""
+    cdef Py_ssize_t k
+    cdef double total = 0
+    cdef floating e
+    for k in range(size):
+        e = yhat[k] - y[k]
+        dz[k] = e
+        total += e * e
+    return 0.5 * total
+
+
+cdef inline double _loss_backward(int loss, floating *dz, const floating *z,
+                                  const floating *y, Py_ssize_t n,
+                                  Py_ssize_t m) noexcept nogil:
+    """The output layer's gradient and summed loss, for a LOSS_* code."""
+    if loss == LOSS_SOFTMAX_XENT_:
+        return _softmax_xent(dz, z, y, n, m)
+    if loss == LOSS_SIGMOID_BCE_:
+        return _sigmoid_bce(dz, z, y, n * m)
+    return _squared_error(dz, z, y, n * m)
+
+
+cdef inline void _gather_rows(floating *out, const floating *x, const Py_ssize_t *idx,
+                              Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """out[i] := x[idx[i]], i < n, rows of m entries."""
+    cdef Py_ssize_t i
+    cdef size_t row_bytes = m * sizeof(floating)
+    for i in range(n):
+        memcpy(out + i * m, x + idx[i] * m, row_bytes)

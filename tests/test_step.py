@@ -1,0 +1,102 @@
+"""The compiled training step (nnfast._step.TrainStep) against the NumPy reference, and
+its own checks: it trusts no index, shape or dtype it was not given through them."""
+import numpy as np
+import pytest
+
+import nnfast as nf
+from nnfast import _kernels as K
+from nnfast._step import TrainStep
+from nnfast.reference import ReferenceNetwork
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _setup(dtype, output="softmax", rows=8, hidden=("relu", "tanh")):
+    rng = np.random.default_rng(3)
+    net = nf.Network([7, 5, 4, 3], hidden=list(hidden), output=output, dtype=dtype, seed=1)
+    X = rng.standard_normal((20, 7)).astype(dtype)
+    y = rng.integers(0, 3, 20) if output == "softmax" else rng.random((20, 3)).astype(dtype)
+    Y = net._Y(y, 20)
+    ws = net._get_workspace(rows)
+    return net, X, Y, ws
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
+@pytest.mark.parametrize("n", [1, 5, 8])          # short batches use the leading rows
+def test_step_matches_reference(dtype, output, n):
+    net, X, Y, ws = _setup(dtype, output)
+    idx = np.array([19, 0, 7, 7, 3, 12, 5, 1][:n], np.intp)
+    ws.step.bind(X, Y)
+    loss = ws.step.step(idx)
+    ref = ReferenceNetwork.from_network(net)
+    rloss, rgrad = ref.loss_and_grads(X[idx], Y[idx])
+    np.testing.assert_allclose(loss / n, rloss, rtol=RTOL[dtype])
+    np.testing.assert_allclose(net._flat_grads, rgrad, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype] * np.abs(rgrad).max())
+
+
+def test_step_refuses_bad_indices_and_sizes():
+    net, X, Y, ws = _setup(np.float32)
+    with pytest.raises(ValueError, match="no data bound"):
+        ws.step.step(np.array([0], np.intp))
+    ws.step.bind(X, Y)
+    for bad in ([20], [-1], [0, 2**40]):
+        with pytest.raises(ValueError, match="out of range"):
+            ws.step.step(np.array(bad, np.intp))
+    with pytest.raises(ValueError, match="1 to 8 rows"):
+        ws.step.step(np.arange(9, dtype=np.intp))
+    with pytest.raises(ValueError, match="1 to 8 rows"):
+        ws.step.step(np.array([], np.intp))
+    ws.step.release()
+    with pytest.raises(ValueError, match="no data bound"):
+        ws.step.step(np.array([0], np.intp))
+
+
+def test_bind_refuses_wrong_data():
+    net, X, Y, ws = _setup(np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        ws.step.bind(X.astype(np.float64), Y)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ws.step.bind(np.asfortranarray(X), Y)
+    with pytest.raises(ValueError, match=r"\(20, 3\)"):
+        ws.step.bind(X, Y[:, :2].copy())
+    with pytest.raises(ValueError, match=r"\(20, 3\)"):
+        ws.step.bind(X, Y[:10])
+    with pytest.raises(ValueError, match="2-D"):
+        ws.step.bind(X[0], Y)
+
+
+def test_construction_refuses_inconsistent_buffers():
+    net, X, Y, ws = _setup(np.float32)
+    args = [net.coefs, net.intercepts, net.dcoefs, net.dintercepts, ws.a, ws.d, ws.y,
+            net._hidden_codes, K.LOSS_SOFTMAX_XENT]
+    TrainStep(*args)                                           # consistent: fine
+    bad = list(args)
+    bad[0] = [w.astype(np.float64) for w in net.coefs]
+    with pytest.raises(ValueError):
+        TrainStep(*bad)
+    bad = list(args)
+    bad[4] = ws.a[:-1]
+    with pytest.raises(ValueError, match="inconsistent"):
+        TrainStep(*bad)
+    bad = list(args)
+    bad[7] = [1, 9]
+    with pytest.raises(ValueError, match="activation code"):
+        TrainStep(*bad)
+    bad = list(args)
+    bad[8] = 7
+    with pytest.raises(ValueError, match="loss code"):
+        TrainStep(*bad)
+
+
+def test_fit_releases_the_training_data():
+    import gc
+    import weakref
+    net = nf.Network([4, 3, 2], seed=0)
+    X = np.random.default_rng(0).random((30, 4), dtype=np.float32)
+    ref = weakref.ref(X)
+    net.fit(X, np.arange(30) % 2, epochs=1, batch_size=8, verbose=False)
+    del X
+    gc.collect()
+    assert ref() is None            # the network does not keep the data alive after fit
