@@ -3,6 +3,7 @@
 Errors in arguments or data exit with code 2 and one line on stderr, never a traceback.
 """
 import argparse
+import os
 import sys
 
 
@@ -10,6 +11,8 @@ from . import datasets
 from ._threads import set_num_threads
 from .network import HIDDEN, Network
 from .optim import SGD, Adam
+
+FORCING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def _int_list(text):
@@ -91,6 +94,10 @@ def _train(args):
     if not args.quiet:
         print(f"nnfast: {net}, {opt}, batch {args.batch_size}, {X.shape[0]} train / "
               f"{Xt.shape[0]} test samples", flush=True)
+        forced = [f"{k}={os.environ[k]}" for k in FORCING_VARS if k in os.environ]
+        if forced:
+            print(f"note: {' '.join(forced)} set: OpenBLAS then uses those (possibly "
+                  "slower) kernels; unset it for the CPU's own", flush=True)
     Xt = net._X(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
     train_seconds = 0.0
