@@ -56,15 +56,6 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1p(x)
 
 
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    # Stable both ways: exp of a non-positive number only.
-    cdef floating e
-    if x >= 0:
-        return 1 / (1 + _exp(-x))
-    e = _exp(x)
-    return e / (1 + e)
-
-
 cdef inline void _dense_forward(floating *a, const floating *x, const floating *w,
                                 const floating *b, Py_ssize_t n, Py_ssize_t n_in,
                                 Py_ssize_t n_out, int act) noexcept nogil:
@@ -108,7 +99,7 @@ cdef inline double _softmax_xent(floating *dz, const floating *z, const floating
     """dz := softmax(z) - y; returns sum -y log softmax(z). m >= 1; dz may be z."""
     cdef Py_ssize_t i, j
     cdef double total = 0
-    cdef floating mx, s, yz, ys, inv
+    cdef floating mx, s, yz, ys, inv, e
     cdef const floating *zr
     cdef const floating *yr
     cdef floating *dr
@@ -123,14 +114,16 @@ cdef inline double _softmax_xent(floating *dz, const floating *z, const floating
         s = 0
         yz = 0
         ys = 0
-        for j in range(m):
-            s += _exp(zr[j] - mx)
+        for j in range(m):                         # reads zr[j] before writing dr[j]
+            e = _exp(zr[j] - mx)
+            s += e
             yz += yr[j] * (zr[j] - mx)
             ys += yr[j]
+            dr[j] = e
         total += ys * _log(s) - yz                 # sum_k y_k (lse - (z_k - max))
         inv = 1 / s
-        for j in range(m):                         # reads zr[j] before writing dr[j]
-            dr[j] = _exp(zr[j] - mx) * inv - yr[j]
+        for j in range(m):
+            dr[j] = dr[j] * inv - yr[j]
     return total
 
 
@@ -139,12 +132,13 @@ cdef inline double _sigmoid_bce(floating *dz, const floating *z, const floating 
     """dz := sigmoid(z) - y; returns sum max(z, 0) - z y + log1p(exp(-|z|)); dz may be z."""
     cdef Py_ssize_t k
     cdef double total = 0
-    cdef floating v, t
+    cdef floating v, t, e
     for k in range(size):
         v = z[k]
         t = y[k]
-        total += (v if v > 0 else 0) - v * t + _log1p(_exp(-fabs(v)))
-        dz[k] = _sigmoid(v) - t
+        e = _exp(-fabs(v))                         # one exp: in (0, 1], never overflows
+        total += (v if v > 0 else 0) - v * t + _log1p(e)
+        dz[k] = (1 / (1 + e) if v >= 0 else e / (1 + e)) - t
     return total
 
 

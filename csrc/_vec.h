@@ -142,18 +142,26 @@ NNF_BIAS_ACT(nnf_bias_act_f64, double, exp, tanh)
 NNF_ACT_BACKWARD(nnf_act_backward_f32, float)
 NNF_ACT_BACKWARD(nnf_act_backward_f64, double)
 
-/* s (m,) := scale * x.sum(axis=0), x (n, m). */
+/* s (m,) := scale * x.sum(axis=0), x (n, m); sums in double (a float32 sum of a full
+ * data set's rows would lose digits), columns in blocks held on the stack. */
+#define NNF_COL_BLOCK 512
 #define NNF_COL_SUM(NAME, T)                                                           \
     static NNF_CLONES void NAME(T *restrict s, const T *restrict x, ptrdiff_t n,      \
                                 ptrdiff_t m, T scale)                                 \
     {                                                                                  \
-        for (ptrdiff_t j = 0; j < m; j++)                                              \
-            s[j] = 0;                                                                  \
-        for (ptrdiff_t i = 0; i < n; i++)                                              \
-            for (ptrdiff_t j = 0; j < m; j++)                                          \
-                s[j] += x[i * m + j];                                                  \
-        for (ptrdiff_t j = 0; j < m; j++)                                              \
-            s[j] *= scale;                                                             \
+        double acc[NNF_COL_BLOCK];                                                     \
+        for (ptrdiff_t j0 = 0; j0 < m; j0 += NNF_COL_BLOCK) {                          \
+            ptrdiff_t w = m - j0 < NNF_COL_BLOCK ? m - j0 : NNF_COL_BLOCK;             \
+            for (ptrdiff_t j = 0; j < w; j++)                                          \
+                acc[j] = 0;                                                            \
+            for (ptrdiff_t i = 0; i < n; i++) {                                        \
+                const T *restrict r = x + i * m + j0;                                  \
+                for (ptrdiff_t j = 0; j < w; j++)                                      \
+                    acc[j] += r[j];                                                    \
+            }                                                                          \
+            for (ptrdiff_t j = 0; j < w; j++)                                          \
+                s[j0 + j] = (T)(scale * acc[j]);                                       \
+        }                                                                              \
     }
 NNF_COL_SUM(nnf_col_sum_f32, float)
 NNF_COL_SUM(nnf_col_sum_f64, double)

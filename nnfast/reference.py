@@ -61,7 +61,7 @@ def activation_backward(dz, da, a, act):
         raise ValueError(f"activation_backward: shape mismatch: a {a.shape}, da {da.shape}, "
                          f"dz {dz.shape}")
     if act == ACT_RELU:
-        dz[...] = np.where(a > 0, da, 0)
+        np.multiply(da, a > 0, out=dz)
     elif act == ACT_LEAKY_RELU:
         dz[...] = np.where(a > 0, da, a.dtype.type(LEAKY_SLOPE) * da)
     elif act == ACT_TANH:
@@ -135,7 +135,7 @@ def gather_rows(out, x, idx):
     n = idx.shape[0]
     if out.shape[0] < n or out.shape[1] != x.shape[1]:
         raise ValueError(f"gather_rows: out {out.shape} cannot hold {n} rows of {x.shape[1]}")
-    np.take(x, idx, axis=0, out=out[:n])
+    np.take(x, idx, axis=0, out=out[:n], mode="clip")     # "raise" copies via a temporary
 
 
 # ---------------------------------------------------------------- optimizers
