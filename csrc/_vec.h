@@ -14,6 +14,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Flush-to-zero and denormals-are-zero for the duration of one loop. Adam's first moment
  * of a weight whose gradient became zero decays geometrically through the denormal range,
@@ -35,12 +37,93 @@
 #define NNF_CLONES
 #endif
 
+/* ------------------------------------------------------------------ vectorisable math
+ * libm's expf/tanhf are scalar calls, so a loop that uses them runs one element at a time
+ * (measured: tanh forward of a 128x256 block 13 ns an element, 4x slower than NumPy).
+ * These inline versions are plain arithmetic that gcc vectorises inside the clones.
+ *
+ * exp of x <= 0 (all that sigmoid, tanh and softmax need): x = k ln2 + r with |r| <= ln2/2
+ * (Cody-Waite: ln2 in a high part exact in the format and a low part), exp(r) by its
+ * Taylor polynomial (float degree 7: truncation 5e-9; double degree 13: 4e-18), times 2^k
+ * built in the exponent field; k is rounded by adding and subtracting 1.5 * 2^23 (2^52),
+ * which vectorises where floor() does not. Results below the smallest normal number are 0.
+ * tanh: for |x| < 0.625 x * P(x^2), P a Chebyshev fit of tanh(t)/t on [0, 0.625^2]
+ * (float 6 terms: 3.9e-9; double 13 terms: 3.6e-19); above, 1 - 2 / (exp(2|x|) + 1)
+ * written with e = exp(-2|x|) as (1 - e) / (1 + e), where no digits cancel. */
+static inline float nnf_exp_neg_f32(float x)
+{
+    const float lo = -87.33654475f;                 /* exp(lo) = FLT_MIN */
+    float xc = x < lo ? lo : x;
+    float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round: 1.5 * 2^23 */
+    float r = xc - k * 0.693359375f - k * -2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666667e-1f + r * (4.16666667e-2f
+              + r * (8.33333333e-3f + r * (1.38888889e-3f + r * 1.98412698e-4f))))));
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < lo ? 0.0f : p * scale;
+}
+
+static inline double nnf_exp_neg_f64(double x)
+{
+    const double lo = -708.3964185322641;           /* exp(lo) = DBL_MIN */
+    double xc = x < lo ? lo : x;
+    double k = (xc * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
+    double r = xc - k * 6.93147180369123816490e-01 - k * 1.90821492927058770002e-10;
+    double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24
+               + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320
+               + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800
+               + r * (1.0 / 479001600 + r * (1.0 / 6227020800.0)))))))))))));
+    int64_t bits = ((int64_t)k + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < lo ? 0.0 : p * scale;
+}
+
+static inline float nnf_tanh_f32(float x)
+{
+    float t = fabsf(x), z = x * x;
+    float small = x * (1.0f + z * (-0.3333325986f + z * (0.1333111406f + z * (-0.05372010766f
+                  + z * (0.02058819145f + z * -0.005657135184f)))));
+    float e = nnf_exp_neg_f32(-2.0f * t);
+    float big = copysignf((1.0f - e) / (1.0f + e), x);
+    return t < 0.625f ? small : big;
+}
+
+static inline double nnf_tanh_f64(double x)
+{
+    double t = fabs(x), z = x * x;
+    double small = x * (0.999999999999999999642 + z * (-0.333333333333333023111
+        + z * (0.133333333333288755019 + z * (-0.0539682539657323316679
+        + z * (0.0218694884618859263545 + z * (-0.00886323422471306984296
+        + z * (0.00359211326369681363001 + z * (-0.00145572181161269174619
+        + z * (0.00058943608416454306803 + z * (-0.000236971895072786230698
+        + z * (0.000091493870984202001983 + z * (-0.0000301267744594098264007
+        + z * 0.00000601757585087818372158))))))))))));
+    double e = nnf_exp_neg_f64(-2.0 * t);
+    double big = copysign((1.0 - e) / (1.0 + e), x);
+    return t < 0.625 ? small : big;
+}
+
+/* sigmoid(x) = 1 / (1 + exp(-x)) from e = exp(-|x|) <= 1: no overflow either way. */
+static inline float nnf_sigmoid_f32(float x)
+{
+    float e = nnf_exp_neg_f32(-fabsf(x));
+    return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+static inline double nnf_sigmoid_f64(double x)
+{
+    double e = nnf_exp_neg_f64(-fabs(x));
+    return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
 enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMOID = 4,
        NNF_SOFTMAX = 5 };
 #define NNF_LEAKY_SLOPE 0.01
 
 /* a (n, m) := act(a + b), b (m,) broadcast over rows; softmax along each row. */
-#define NNF_BIAS_ACT(NAME, T, EXP, TANH)                                               \
+#define NNF_BIAS_ACT(NAME, T, EXPNEG, TANH, SIGMOID)                                               \
     static NNF_CLONES void NAME(T *restrict a, const T *restrict b, ptrdiff_t n,      \
                                 ptrdiff_t m, int act)                                 \
     {                                                                                  \
@@ -63,12 +146,9 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
                 for (ptrdiff_t j = 0; j < m; j++)                                      \
                     r[j] = TANH(r[j] + b[j]);                                          \
                 break;                                                                 \
-            case NNF_SIGMOID: /* exp of a non-positive number only: no overflow */    \
-                for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                    T v = r[j] + b[j];                                                 \
-                    T e = EXP(v > 0 ? -v : v);                                         \
-                    r[j] = v > 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);                 \
-                }                                                                      \
+            case NNF_SIGMOID:                                                          \
+                for (ptrdiff_t j = 0; j < m; j++)                                      \
+                    r[j] = SIGMOID(r[j] + b[j]);                                       \
                 break;                                                                 \
             case NNF_SOFTMAX: {                                                        \
                 T mx = r[0] + b[0], s = 0;                                             \
@@ -77,7 +157,7 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
                     mx = r[j] > mx ? r[j] : mx;                                        \
                 }                                                                      \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
-                    r[j] = EXP(r[j] - mx);                                             \
+                    r[j] = EXPNEG(r[j] - mx);                                          \
                     s += r[j];                                                         \
                 }                                                                      \
                 s = (T)1 / s;                                                          \
@@ -91,8 +171,8 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
             }                                                                          \
         }                                                                              \
     }
-NNF_BIAS_ACT(nnf_bias_act_f32, float, expf, tanhf)
-NNF_BIAS_ACT(nnf_bias_act_f64, double, exp, tanh)
+NNF_BIAS_ACT(nnf_bias_act_f32, float, nnf_exp_neg_f32, nnf_tanh_f32, nnf_sigmoid_f32)
+NNF_BIAS_ACT(nnf_bias_act_f64, double, nnf_exp_neg_f64, nnf_tanh_f64, nnf_sigmoid_f64)
 
 /* o := g * act'(z) from y = act(z), k < size; OUT/IN name the pointers so that the same
  * body serves out-of-place (three restrict pointers) and in-place (o is g) use. */
