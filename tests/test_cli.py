@@ -77,7 +77,8 @@ def test_bad_arguments_exit_2(args, capsys):
 def test_module_entry_point(tiny_data):
     proc = subprocess.run([sys.executable, "-m", "nnfast", "train", "--data", str(tiny_data),
                            "--hidden", "4", "--epochs", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, text=True, timeout=120, cwd=tiny_data,
                           env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    # cwd: from the repository root, `-m nnfast` would import the uncompiled source tree
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("test accuracy")
