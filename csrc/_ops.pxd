@@ -5,7 +5,6 @@
 # _exp / _log / _log1p so that float32 data uses expf / logf / log1pf.
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
-from libc.string cimport memcpy
 from _blas cimport gemm_rm
 
 cdef extern from "_vec.h" nogil:
@@ -18,6 +17,8 @@ cdef extern from "_vec.h" nogil:
     void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m, float scale)
     void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
                          double scale)
+    void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
+                         size_t row_bytes)
 
 # Activation codes, as in _vec.h.
 cdef enum:
@@ -56,15 +57,21 @@ cdef inline floating _log1p(floating x) noexcept nogil:
         return log1p(x)
 
 
+cdef inline void _bias_act(floating *a, const floating *b, Py_ssize_t n, Py_ssize_t m,
+                           int act) noexcept nogil:
+    """a (n, m) := act(a + b), in place."""
+    if floating is float:
+        nnf_bias_act_f32(a, b, n, m, act)
+    else:
+        nnf_bias_act_f64(a, b, n, m, act)
+
+
 cdef inline void _dense_forward(floating *a, const floating *x, const floating *w,
                                 const floating *b, Py_ssize_t n, Py_ssize_t n_in,
                                 Py_ssize_t n_out, int act) noexcept nogil:
     """a (n, n_out) := act(x (n, n_in) @ w (n_in, n_out) + b)."""
     gemm_rm(False, False, n, n_out, n_in, 1, x, n_in, w, n_out, 0, a, n_out)
-    if floating is float:
-        nnf_bias_act_f32(a, b, n, n_out, act)
-    else:
-        nnf_bias_act_f64(a, b, n, n_out, act)
+    _bias_act(a, b, n, n_out, act)
 
 
 cdef inline void _activation_backward(floating *dz, const floating *da, const floating *a,
@@ -81,10 +88,16 @@ cdef inline void _linear_backward_params(floating *dw, floating *db, const float
                                          Py_ssize_t n_out, floating scale) noexcept nogil:
     """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0)."""
     gemm_rm(True, False, n_in, n_out, n, scale, x, n_in, dz, n_out, 0, dw, n_out)
+    _col_sum(db, dz, n, n_out, scale)
+
+
+cdef inline void _col_sum(floating *s, const floating *x, Py_ssize_t n, Py_ssize_t m,
+                          floating scale) noexcept nogil:
+    """s (m,) := scale * x (n, m).sum(axis=0)."""
     if floating is float:
-        nnf_col_sum_f32(db, dz, n, n_out, scale)
+        nnf_col_sum_f32(s, x, n, m, scale)
     else:
-        nnf_col_sum_f64(db, dz, n, n_out, scale)
+        nnf_col_sum_f64(s, x, n, m, scale)
 
 
 cdef inline void _linear_backward_input(floating *dx, const floating *dz, const floating *w,
@@ -168,8 +181,5 @@ cdef inline double _loss_backward(int loss, floating *dz, const floating *z,
 
 cdef inline void _gather_rows(floating *out, const floating *x, const Py_ssize_t *idx,
                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    """out[i] := x[idx[i]], i < n, rows of m entries."""
-    cdef Py_ssize_t i
-    cdef size_t row_bytes = m * sizeof(floating)
-    for i in range(n):
-        memcpy(out + i * m, x + idx[i] * m, row_bytes)
+    """out[i] := x[idx[i]], i < n, rows of m entries (rows ahead are prefetched)."""
+    nnf_gather_rows(<char *>out, <const char *>x, idx, n, m * sizeof(floating))

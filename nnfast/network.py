@@ -321,11 +321,10 @@ class Network:
         return self._workspace
 
     def _train_step(self, step, idx, optimizer):
-        """One mini-batch of the data bound to `step`: gather, forward, backward (one
-        compiled call), then the optimizer's update. Returns the mean loss."""
-        loss = step.step(idx)
-        optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
-        return loss / idx.shape[0]
+        """One mini-batch of the data bound to `step` (configured with `optimizer`):
+        gather, forward, backward and update, in one compiled call. Returns the mean loss."""
+        optimizer.t += 1
+        return step.step(idx, optimizer.t) / idx.shape[0]
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
             validation_data=None, verbose=True):
@@ -376,6 +375,7 @@ class Network:
         order = self._order                     # kept: fit(2) == fit(1); fit(1)
         hist = History()
         ws.step.bind(X, Y)
+        optimizer._configure(ws.step, self)
         try:
             self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer, val,
                          verbose)

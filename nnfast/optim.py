@@ -61,6 +61,11 @@ class Optimizer:
             self.t = 0
 
     def _step(self, params, grads, n_decay):
+        """One update of the flat params from the flat grads (outside a TrainStep)."""
+        raise NotImplementedError
+
+    def _configure(self, step, net):
+        """Let the compiled step of `net` run this optimizer's update, layer by layer."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -96,6 +101,11 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
         self.nesterov = bool(nesterov)
         self.weight_decay = _check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
+
+    def _configure(self, step, net):
+        step.set_optimizer("sgd", net._flat_params, net._flat_grads,
+                           (self._state["velocity"],), lr=self.lr, momentum=self.momentum,
+                           nesterov=self.nesterov, weight_decay=self.weight_decay)
 
     def _step(self, params, grads, n_decay):
         self.t += 1
@@ -135,6 +145,12 @@ class Adam(Optimizer):
         if self.eps < tiny:       # flushed to zero in the update: 0 / 0 for a zero gradient
             raise ValueError(f"Adam: eps must be >= {tiny:g} (the smallest normal {dtype}) "
                              f"for a {dtype} network, got {self.eps!r}")
+
+    def _configure(self, step, net):
+        step.set_optimizer("adam", net._flat_params, net._flat_grads,
+                           (self._state["m"], self._state["v"]), lr=self.lr,
+                           beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                           weight_decay=self.weight_decay)
 
     def _step(self, params, grads, n_decay):
         self.t += 1

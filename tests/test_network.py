@@ -546,6 +546,7 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
     opt._prepare(net)                                  # as fit does
     ws = net._get_workspace(batch)
     ws.step.bind(X, Y)                                 # as fit does
+    opt._configure(ws.step, net)
     order = rng.permutation(n).astype(np.intp)
     idxs = [order[s:s + batch] for s in range(0, n, batch)]
     for idx in idxs:                                   # warm-up
