@@ -100,3 +100,69 @@ def test_fit_releases_the_training_data():
     del X
     gc.collect()
     assert ref() is None            # the network does not keep the data alive after fit
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda: nf.Adam(lr=0.01, weight_decay=0.1),
+                                  lambda: nf.SGD(lr=0.05, momentum=0.9, nesterov=True,
+                                                 weight_decay=0.01),
+                                  lambda: nf.SGD(lr=0.05)],
+                         ids=["adamw", "sgd_nesterov", "sgd"])
+def test_fused_update_equals_separate_update(dtype, make):
+    # The update inside the step (layer by layer) against step-then-flat-update.
+    net, X, Y, ws = _setup(dtype)
+    twin = nf.Network([7, 5, 4, 3], hidden=["relu", "tanh"], dtype=dtype, seed=1)
+    twin_ws = twin._get_workspace(8)
+    fused, separate = make(), make()
+    fused._prepare(net)
+    separate._prepare(twin)
+    ws.step.bind(X, Y)
+    fused._configure(ws.step, net)
+    twin_ws.step.bind(X, Y)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        idx = rng.integers(0, 20, 8).astype(np.intp)
+        fused.t += 1
+        ws.step.step(idx, fused.t)
+        twin_ws.step.step(idx)
+        separate._step(twin._flat_params, twin._flat_grads, twin._n_decay)
+    np.testing.assert_allclose(net._flat_params, twin._flat_params, rtol=RTOL[dtype],
+                               atol=RTOL[dtype])
+    np.testing.assert_allclose(net._flat_grads, twin._flat_grads, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype])
+    for key in fused._state:
+        np.testing.assert_allclose(fused._state[key], separate._state[key],
+                                   rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+def test_set_optimizer_refuses_mismatched_buffers():
+    net, X, Y, ws = _setup(np.float32)
+    ws.step.bind(X, Y)
+    p, g = net._flat_params, net._flat_grads
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with pytest.raises(ValueError, match="t must be 0"):
+        ws.step.step(np.array([0], np.intp), 1)                 # no optimizer set
+    with pytest.raises(ValueError, match="unknown kind"):
+        ws.step.set_optimizer("rmsprop", p, g, (m, v), lr=0.1)
+    with pytest.raises(ValueError, match="needs 2 state"):
+        ws.step.set_optimizer("adam", p, g, (m,), lr=0.1)
+    with pytest.raises(ValueError, match="not views"):
+        ws.step.set_optimizer("adam", p.copy(), g, (m, v), lr=0.1)
+    with pytest.raises(ValueError, match="not views"):
+        ws.step.set_optimizer("sgd", p, g.copy(), (m,), lr=0.1)
+    with pytest.raises(ValueError, match="shape"):
+        ws.step.set_optimizer("adam", p, g, (m[:-1].copy(), v), lr=0.1)
+    with pytest.raises(ValueError, match="float32"):
+        ws.step.set_optimizer("adam", p, g, (m.astype(np.float64), v), lr=0.1)
+    ws.step.set_optimizer("adam", p, g, (m, v), lr=0.1)
+    with pytest.raises(ValueError, match="t must be 0"):
+        ws.step.step(np.array([0], np.intp), -1)
+    before = p.copy()
+    ws.step.step(np.array([0, 1], np.intp))                    # t = 0: gradients only
+    np.testing.assert_array_equal(p, before)
+    ws.step.step(np.array([0, 1], np.intp), 1)
+    assert not np.array_equal(p, before)
+    ws.step.release()                                          # drops the optimizer too
+    ws.step.bind(X, Y)
+    with pytest.raises(ValueError, match="t must be 0"):
+        ws.step.step(np.array([0], np.intp), 2)
