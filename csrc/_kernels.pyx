@@ -193,13 +193,16 @@ def squared_error_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
 
 def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t[::1] idx):
     """out[i] := x[idx[i]] for i < len(idx)
-    x (N, m), idx (n,) of np.intp, every entry in [0, N) (checked by the caller),
-    out (>= n, m): the leading n rows are written.
+    x (N, m), idx (n,) of np.intp with every entry in [0, N), out (>= n, m): the leading
+    n rows are written.
     """
-    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1]
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i, n_rows = x.shape[0]
     if out.shape[0] < n or out.shape[1] != m:
         raise ValueError(f"gather_rows: out ({out.shape[0]}, {out.shape[1]}) cannot hold "
                          f"{n} rows of {m}")
+    for i in range(n):
+        if idx[i] < 0 or idx[i] >= n_rows:
+            raise ValueError(f"gather_rows: index {idx[i]} out of range [0, {n_rows})")
     if n == 0 or m == 0:
         return
     with nogil:

@@ -262,9 +262,12 @@ cdef class TrainStep:
         get the batch's mean gradient. With t >= 1 (the optimizer's step number), the
         optimizer set by set_optimizer also updates the parameters. Returns the summed
         loss of the batch (a float)."""
-        cdef Py_ssize_t n = idx.shape[0], i
+        cdef Py_ssize_t n = idx.shape[0], i, n_data = self.n_data
         cdef double loss
-        if self._data is None:
+        cdef const void *X = self.X
+        cdef const void *Y = self.Y
+        data = self._data               # the arrays stay alive even if another thread rebinds
+        if data is None:
             raise ValueError("TrainStep.step: no data bound (call bind first)")
         if t < 0 or (t > 0 and self.opt == OPT_NONE):
             raise ValueError(f"TrainStep.step: t must be 0, or >= 1 with an optimizer set; "
@@ -275,14 +278,13 @@ cdef class TrainStep:
         if n < 1 or n > self.rows:
             raise ValueError(f"TrainStep.step: a batch has 1 to {self.rows} rows, got {n}")
         for i in range(n):
-            if idx[i] < 0 or idx[i] >= self.n_data:
-                raise ValueError(f"TrainStep.step: index {idx[i]} out of range "
-                                 f"[0, {self.n_data})")
+            if idx[i] < 0 or idx[i] >= n_data:
+                raise ValueError(f"TrainStep.step: index {idx[i]} out of range [0, {n_data})")
         with nogil:
             if self.is_double:
-                loss = _run[double](self, &idx[0], n, t > 0, 0)
+                loss = _run[double](self, X, Y, &idx[0], n, t > 0, 0)
             else:
-                loss = _run[float](self, &idx[0], n, t > 0, 0)
+                loss = _run[float](self, X, Y, &idx[0], n, t > 0, 0)
         return loss
 
 
@@ -325,8 +327,8 @@ cdef void _update(TrainStep s, floating *p, Py_ssize_t count, bint decay,
             nnf_sgd_f64(p, s1, g, count, s.lr, s.momentum, s.nesterov, wd)
 
 
-cdef double _run(TrainStep s, const Py_ssize_t *idx, Py_ssize_t n,
-                 bint update, floating kind=0) noexcept nogil:
+cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *idx,
+                 Py_ssize_t n, bint update, floating kind=0) noexcept nogil:
     """Gather, forward, loss gradient, backward (and with `update`, each layer's update
     once its gradients and dX are done); returns the summed loss of the batch.
     `kind` only selects the float or double instance."""
@@ -342,8 +344,8 @@ cdef double _run(TrainStep s, const Py_ssize_t *idx, Py_ssize_t n,
     cdef floating scale = <floating>1.0 / n
     cdef double loss
     cdef long long t = _now() if s.profile else 0
-    _gather_rows(a[0], <const floating *>s.X, idx, n, sz[0])
-    _gather_rows(y, <const floating *>s.Y, idx, n, sz[L])
+    _gather_rows(a[0], <const floating *>X, idx, n, sz[0])
+    _gather_rows(y, <const floating *>Y, idx, n, sz[L])
     _mark(s, P_GATHER, &t)
     for l in range(L):                                 # a[l+1] = act(a[l] @ w[l] + b[l])
         gemm_rm(False, False, n, sz[l + 1], sz[l], 1, a[l], sz[l], w[l], sz[l + 1],

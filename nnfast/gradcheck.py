@@ -1,4 +1,6 @@
 """Finite-difference check of a network's analytic gradients."""
+import numbers
+
 import numpy as np
 
 from . import _validate
@@ -27,8 +29,11 @@ def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
     -------
     float
     """
-    if not (isinstance(eps, float) and np.isfinite(eps) and eps > 0):
-        raise ValueError(f"gradcheck: eps must be a positive finite float, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"gradcheck: eps must be a positive finite number, got {eps!r}")
+    eps = float(eps)
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"gradcheck: eps must be a positive finite number, got {eps!r}")
     if n_entries is not None:
         n_entries = _validate.check_int("gradcheck", "n_entries", n_entries, 1)
     _, analytic = net.loss_and_grads(X, y)
@@ -43,11 +48,13 @@ def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
             numeric = np.empty(entries.size)
             for k, i in enumerate(entries):
                 keep = flat[i]
-                flat[i] = keep + eps
-                up = net.evaluate(X, y)["loss"]
-                flat[i] = keep - eps
-                down = net.evaluate(X, y)["loss"]
-                flat[i] = keep
+                try:
+                    flat[i] = keep + eps
+                    up = net.evaluate(X, y)["loss"]
+                    flat[i] = keep - eps
+                    down = net.evaluate(X, y)["loss"]
+                finally:                             # restored even on Ctrl-C
+                    flat[i] = keep
                 numeric[k] = (up - down) / (2 * eps)
             exact = gflat[entries].astype(np.float64)
             scale = max(np.abs(exact).max(), np.abs(numeric).max())

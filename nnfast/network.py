@@ -3,7 +3,10 @@ import math
 import numbers
 import os
 import tempfile
+import threading
 import time
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -105,7 +108,8 @@ class Network:
         n_layers = len(self.sizes) - 1
         if isinstance(hidden, str):
             hidden = [hidden] * (n_layers - 1)
-        elif isinstance(hidden, (list, tuple)):
+        elif isinstance(hidden, (Sequence, np.ndarray)):
+            hidden = [h.item() if isinstance(h, np.generic) else h for h in hidden]
             if len(hidden) != n_layers - 1:
                 raise ValueError(f"Network: hidden must be one name or {n_layers - 1} names "
                                  f"(one per hidden layer), got {len(hidden)}")
@@ -142,6 +146,7 @@ class Network:
         self._loss_kernel = LOSS[self.output]
         self._workspace = None
         self._order = None
+        self._fit_lock = threading.Lock()
         self._initialize()
 
     # ------------------------------------------------------------ construction helpers
@@ -257,11 +262,13 @@ class Network:
         (n_samples,) for one output unit, else (n_samples, n_out). linear: values, shape
         (n_samples,) for one output unit, else (n_samples, n_out).
         """
-        out = self.forward(X)
-        if self.output == "softmax":
+        X = self._X(X)
+        code = self._output_code if self.output == "linear" else K.ACT_LINEAR
+        out = self._forward_into(np.empty((X.shape[0], self.sizes[-1]), self.dtype), X, code)
+        if self.output == "softmax":                  # decided on logits, as evaluate does
             return out.argmax(axis=1).astype(np.int64)
-        if self.output == "sigmoid":
-            out = (out > 0.5).astype(np.int64)
+        if self.output == "sigmoid":                  # p > 0.5 <=> logit > 0
+            out = (out > 0).astype(np.int64)
         return out[:, 0] if out.shape[1] == 1 else out
 
     def _loss_accuracy(self, X, Y):
@@ -366,22 +373,31 @@ class Network:
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
             Xv = self._X(validation_data[0], "X_val")
             val = (Xv, self._Y(validation_data[1], Xv.shape[0], "y_val"))
-        # All input checked: from here on the network changes.
-        optimizer._prepare(self)
-        rows = min(batch_size, n)
-        ws = self._get_workspace(rows)
-        if self._order is None or self._order.shape[0] != n:
-            self._order = np.arange(n, dtype=np.intp)
-        order = self._order                     # kept: fit(2) == fit(1); fit(1)
-        hist = History()
-        ws.step.bind(X, Y)
-        optimizer._configure(ws.step, self)
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit is already running on this network (in another thread); "
+                               "train one network from one thread at a time")
         try:
-            self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer, val,
-                         verbose)
+            rows = min(batch_size, n)
+            ws = self._get_workspace(rows)
+            # All input checked, buffers allocated: from here on the network changes.
+            optimizer._prepare(self)
+            if not shuffle:
+                order = np.arange(n, dtype=np.intp)
+            else:                               # kept, so that fit(2) == fit(1); fit(1)
+                if self._order is None or self._order.shape[0] != n:
+                    self._order = np.arange(n, dtype=np.intp)
+                order = self._order
+            hist = History()
+            ws.step.bind(X, Y)
+            optimizer._configure(ws.step, self)
+            try:
+                self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer, val,
+                             verbose)
+            finally:
+                ws.step.release()
+            return hist
         finally:
-            ws.step.release()
-        return hist
+            self._fit_lock.release()
 
     def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose):
         for epoch in range(epochs):
@@ -394,6 +410,11 @@ class Network:
                 loss = self._train_step(step, idx, optimizer)
                 hist.batch_loss.append(loss)
                 total += loss * idx.shape[0]
+            if not math.isfinite(total):
+                warnings.warn(f"fit: the training loss became {total / n} in epoch "
+                              f"{epoch + 1}: training diverged (lower the learning rate); "
+                              "the parameters are no longer finite", RuntimeWarning,
+                              stacklevel=3)
             hist.epoch_time.append(time.perf_counter() - t0)
             hist.loss.append(total / n)
             line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
@@ -416,6 +437,9 @@ class Network:
         then renamed over `path`: an interrupted save never leaves a partial file.
         """
         path = os.fspath(path)
+        if not _validate.all_finite(self._flat_params):
+            raise ValueError("save: the network's parameters contain NaN or inf (training "
+                             "diverged?); refusing to write a model that cannot be used")
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".nnfast-", suffix=".tmp", dir=folder)
         try:
@@ -427,6 +451,9 @@ class Network:
                          params=self._flat_params)
                 f.flush()
                 os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)            # mkstemp made it 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -459,15 +486,20 @@ def load(path):
     if int(data["version"]) != FORMAT_VERSION:
         raise ValueError(f"load: {path!s} has format version {int(data['version'])}; this "
                          f"nnfast reads version {FORMAT_VERSION}")
+    params = data["params"]
     try:
-        net = Network([int(s) for s in data["sizes"]], hidden=[str(h) for h in data["hidden"]],
+        sizes = Network._check_sizes([int(s) for s in data["sizes"].reshape(-1)])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
+    n_params = build_layout(sizes)[1]
+    if params.shape != (n_params,) or params.dtype.name != str(data["dtype"]):
+        raise ValueError(f"load: {path!s}: params have shape {params.shape} and dtype "
+                         f"{params.dtype}, expected ({n_params},) {data['dtype']}")
+    try:                                       # sizes agree with the data: safe to allocate
+        net = Network(sizes, hidden=[str(h) for h in data["hidden"]],
                       output=str(data["output"]), dtype=str(data["dtype"]))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
-    params = data["params"]
-    if params.shape != net._flat_params.shape or params.dtype != net.dtype:
-        raise ValueError(f"load: {path!s}: params have shape {params.shape} and dtype "
-                         f"{params.dtype}, expected ({net.n_params},) {net.dtype}")
     if not _validate.all_finite(params):
         raise ValueError(f"load: {path!s}: params contain NaN or inf")
     net._flat_params[...] = params

@@ -2,7 +2,9 @@
 
 An optimizer object holds its state (Adam's moments, SGD's velocity) in flat buffers with
 the network's parameter layout. Passing the same object to `fit` again continues from
-that state; a new object (or a name such as "adam") starts fresh. Weight decay applies to
+that state; a new object (or a name such as "adam") starts fresh. The state belongs to
+one network: passing the object to another network's `fit` starts it afresh there (use
+one optimizer object per network). Weight decay applies to
 weights only, never to biases.
 """
 import math

@@ -11,7 +11,9 @@ import nnfast as nf
 from nnfast import datasets
 
 FASHION_DIRS = [d for d in (os.environ.get("NNFAST_DATA"),) if d] + list(datasets.DEFAULT_DIRS)
-HAVE_FASHION = any(os.path.isdir(d) for d in FASHION_DIRS)
+HAVE_FASHION = any(os.path.isfile(os.path.join(d, "train-images-idx3-ubyte.gz"))
+                   or os.path.isfile(os.path.join(d, "train-images-idx3-ubyte"))
+                   for d in FASHION_DIRS)
 needs_fashion = pytest.mark.skipif(
     not HAVE_FASHION,
     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")

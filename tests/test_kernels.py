@@ -551,3 +551,11 @@ def test_reference_network_trains_like_fit(opt):
     assert ropt.t == opt.t == 10                      # 5 batches (the last one short) x 2
     np.testing.assert_allclose(losses, hist.loss, rtol=1e-12)
     np.testing.assert_allclose(ref.params, net._flat_params, rtol=1e-12, atol=1e-14)
+
+
+def test_gather_rows_refuses_out_of_range_indices():
+    x = np.zeros((10, 3), np.float32)
+    out = np.empty((2, 3), np.float32)
+    for bad in ([0, 10], [-1, 0], [0, 10**9]):
+        with pytest.raises(ValueError, match="out of range"):
+            K.gather_rows(out, x, np.array(bad, np.intp))

@@ -1,4 +1,5 @@
 """Network behaviour: construction, views, determinism, shapes, losses, files, training."""
+import os
 import math
 import tracemalloc
 
@@ -788,3 +789,97 @@ def test_float32_and_float64_training_agree(output, k, optimizer):
 def test_repr_mentions_layout():
     r = repr(nf.Network([5, 4, 3], hidden="tanh", output="sigmoid", dtype=np.float64))
     assert "5" in r and "tanh" in r and "sigmoid" in r and "float64" in r
+
+
+# ------------------------------------------------------------------ regressions
+
+def _blobs(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(np.int64)
+
+
+def test_fit_refuses_to_run_twice_at_once():
+    net = nf.Network([4, 3, 2], seed=0)
+    X, y = _blobs()
+    before = net._flat_params.copy()
+    net._fit_lock.acquire()                     # as if another thread were inside fit
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            net.fit(X, y, epochs=1, verbose=False)
+    finally:
+        net._fit_lock.release()
+    np.testing.assert_array_equal(net._flat_params, before)
+    net.fit(X, y, epochs=1, verbose=False)      # free again
+
+
+def test_shuffle_false_uses_the_data_order_even_after_a_shuffled_fit():
+    X, y = _blobs()
+    a = nf.Network([4, 3, 2], seed=0)
+    a.fit(X, y, epochs=1, batch_size=8, shuffle=True, optimizer=nf.SGD(lr=0.0 + 1e-12),
+          verbose=False)
+    b = nf.Network([4, 3, 2], seed=0)
+    b._flat_params[...] = a._flat_params
+    ha = a.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=False)
+    hb = b.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=False)
+    assert ha.batch_loss == hb.batch_loss
+    np.testing.assert_array_equal(a._flat_params, b._flat_params)
+
+
+def test_predict_decides_like_evaluate_on_ties():
+    for output, y in (("sigmoid", np.array([1])), ("softmax", np.array([1]))):
+        k = 1 if output == "sigmoid" else 2
+        net = nf.Network([1, k], output=output, seed=0)
+        net.coefs[0][...] = 1e-8 * np.arange(1, k + 1)   # probabilities round to a tie
+        X = np.ones((1, 1), np.float32)
+        acc = net.evaluate(X, y)["accuracy"]
+        assert acc == float(np.all(net.predict(X) == y))
+
+
+def test_hidden_may_be_any_sequence():
+    net = nf.Network([3, 5, 4, 1], hidden=np.array(["tanh", "relu"]), output="sigmoid")
+    assert net.hidden == ("tanh", "relu")
+
+
+def test_diverging_fit_warns_and_save_refuses_nan(tmp_path):
+    X, y = _blobs()
+    net = nf.Network([4, 3, 2], seed=0)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        net.fit(X * 1e3, y, epochs=2, optimizer=nf.SGD(lr=1e30), verbose=False)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        net.save(tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_saved_model_is_readable_by_others(tmp_path):
+    net = nf.Network([4, 3, 2], seed=0)
+    old = os.umask(0o022)
+    try:
+        net.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "m.npz").st_mode & 0o777) == 0o644
+
+
+def test_load_checks_sizes_before_allocating(tmp_path):
+    import time
+    path = tmp_path / "huge.npz"
+    np.savez(path, format=np.array("nnfast-model"), version=np.array(1),
+             sizes=np.array([20000, 20000]), hidden=np.array([], dtype=str),
+             output=np.array("sigmoid"), dtype=np.array("float32"),
+             params=np.zeros(3, np.float32))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="expected \\(400020000,\\)"):
+        nf.load(path)
+    assert time.perf_counter() - t0 < 1.0          # refused without building the network
+
+
+def test_gradcheck_accepts_numpy_eps_and_refuses_bad_ones():
+    net = nf.Network([3, 2], output="linear", dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    Y = np.random.default_rng(1).standard_normal((4, 2))
+    assert nf.gradcheck(net, X, Y, eps=np.float32(1e-6)) < 1e-4
+    with pytest.raises(TypeError):
+        nf.gradcheck(net, X, Y, eps=True)
+    with pytest.raises(ValueError):
+        nf.gradcheck(net, X, Y, eps=-1e-6)
