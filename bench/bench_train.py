@@ -4,7 +4,9 @@ W = Fashion-MNIST (60k), MLP 784-256-128-10, ReLU, softmax cross-entropy, Adam l
 shuffled mini-batches. The GEMM floor is the 8 matrix products of every step alone (3
 forward, 3 dW, 2 dA) into preallocated outputs: with NumPy's matmul ("floor") and with
 nnfast's own BLAS binding ("floor-nnfast-blas"). "numpy" is nnfast.reference's
-ReferenceNetwork (the same math in NumPy ops). PyTorch and JAX run when installed.
+ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam) and JAX
+(the step jitted: "jax"; every full batch of an epoch in one jitted lax.scan: "jax-scan")
+run when installed.
 Every contender runs in its own process (two OpenBLAS copies must not alternate).
 
     python bench/bench_train.py                      # batch 32,128,512; float32, float64
@@ -28,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
-CONTENDERS = ("floor", "floor-nnfast-blas", "nnfast", "numpy", "torch", "jax")
+CONTENDERS = ("floor", "floor-nnfast-blas", "nnfast", "numpy", "torch", "jax", "jax-scan")
 
 
 def load_data(n, dtype, data_dir):
@@ -104,6 +106,9 @@ def worker_nnfast(X, y, batch, dtype, epochs, seed):
     err = np.abs(flat - rgrad).max() / max(np.abs(rgrad).max(), 1e-30)
     if abs(loss - rloss) > tol * max(1.0, abs(rloss)) or err > tol:
         raise SystemExit(f"nnfast differs from NumPy: loss {loss} vs {rloss}, grad rel err {err}")
+    # The check ran NumPy's matmul: its OpenBLAS threads now spin for up to ~0.1 s
+    # (OpenBLAS's default thread timeout) on the core nnfast's BLAS needs. Let them sleep.
+    time.sleep(0.5)
     opt = nf.Adam(lr=1e-3)
     net.fit(X, y, epochs=1, batch_size=batch, optimizer=opt, verbose=False)      # warm-up
     hist = net.fit(X, y, epochs=epochs, batch_size=batch, optimizer=opt, verbose=False)
@@ -156,7 +161,7 @@ def worker_torch(X, y, batch, dtype, epochs, seed, threads):
     return {"times": times[1:], "version": torch.__version__}
 
 
-def worker_jax(X, y, batch, dtype, epochs, seed):
+def worker_jax(X, y, batch, dtype, epochs, seed, scan=False):
     import jax
     import jax.numpy as jnp
     if dtype == np.float64:
@@ -187,15 +192,33 @@ def worker_jax(X, y, batch, dtype, epochs, seed):
                                    p, m, v)
         return p, m, v
 
+    @jax.jit
+    def full_batches(p, m, v, t0, idx):
+        """Every full batch of an epoch in one lax.scan; idx (n_batches, batch)."""
+        def body(carry, rows):
+            p, m, v, t = carry
+            p, m, v = step(p, m, v, t, Xj[rows], yj[rows])
+            return (p, m, v, t + 1), None
+        (p, m, v, _), _ = jax.lax.scan(body, (p, m, v, t0), idx)
+        return p, m, v
+
     m = jax.tree_util.tree_map(jnp.zeros_like, params)
     v = jax.tree_util.tree_map(jnp.zeros_like, params)
     Xj, yj = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
     rng = np.random.default_rng(seed)
+    n_full = X.shape[0] // batch
     times, t = [], 0
     for _ in range(epochs + 1):
         order = rng.permutation(X.shape[0])
         t0 = time.perf_counter()
-        for s, e in batches(X.shape[0], batch):
+        if scan:                               # full batches in one call, then the rest
+            params, m, v = full_batches(params, m, v, t + 1,
+                                        jnp.asarray(order[:n_full * batch].reshape(n_full, batch)))
+            t += n_full
+            rest = [(n_full * batch, X.shape[0])] if X.shape[0] % batch else []
+        else:
+            rest = batches(X.shape[0], batch)
+        for s, e in rest:
             t += 1
             idx = order[s:e]
             params, m, v = step(params, m, v, t, Xj[idx], yj[idx])
@@ -219,7 +242,7 @@ def worker_main(args):
     elif c == "torch":
         out = worker_torch(X, y, args.batch, dtype, args.repeat, args.seed, args.threads)
     else:
-        out = worker_jax(X, y, args.batch, dtype, args.repeat, args.seed)
+        out = worker_jax(X, y, args.batch, dtype, args.repeat, args.seed, c == "jax-scan")
     out["source"] = source
     out["blas"] = _common.blas_report()
     _common.emit(out)
@@ -228,10 +251,10 @@ def worker_main(args):
 # ------------------------------------------------------------------ driver
 
 def available(name):
-    if name not in ("torch", "jax"):
+    if name not in ("torch", "jax", "jax-scan"):
         return True
     try:
-        __import__(name)
+        __import__(name.split("-")[0])
         return True
     except ImportError:
         return False
