@@ -33,6 +33,7 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     """Per-step seconds of each phase, averaged over `epochs` epochs after a warm-up."""
     import nnfast as nf
     from nnfast._step import PHASES
+    from nnfast._threads import single_threaded_blas
     net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed)
     opt = nf.Adam(lr=1e-3)
     net.fit(X, y, epochs=1, batch_size=batch, optimizer=opt, verbose=False)   # warm-up
@@ -50,9 +51,11 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     start = time.perf_counter()
     for _ in range(epochs):
         rng.shuffle(order)
-        for s in range(0, X.shape[0], batch):
-            net._train_step(step, order[s:s + batch], opt)
-            n_steps += 1
+        with single_threaded_blas() as team:          # as fit does
+            step.threads = team
+            for s in range(0, X.shape[0], batch):
+                net._train_step(step, order[s:s + batch], opt)
+                n_steps += 1
     total = time.perf_counter() - start
     step.profile = False
     step.release()

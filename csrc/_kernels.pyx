@@ -87,7 +87,7 @@ def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
     if size == 0:
         return
     with nogil:
-        _activation_backward(&dz[0, 0], &da[0, 0], &a[0, 0], size, act)
+        _activation_backward(&dz[0, 0], &da[0, 0], &a[0, 0], n, m, m, act)
 
 
 def linear_backward_params(floating[:, ::1] dw, floating[::1] db,

@@ -8,15 +8,18 @@ from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
 from _blas cimport gemm_rm
 
 cdef extern from "_vec.h" nogil:
-    void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m, int act)
-    void nnf_bias_act_f64(double *a, const double *b, Py_ssize_t n, Py_ssize_t m, int act)
-    void nnf_act_backward_f32(float *o, const float *g, const float *y, Py_ssize_t size,
-                              int act)
-    void nnf_act_backward_f64(double *o, const double *g, const double *y, Py_ssize_t size,
-                              int act)
-    void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m, float scale)
+    void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m,
+                          Py_ssize_t ld, int act)
+    void nnf_bias_act_f64(double *a, const double *b, Py_ssize_t n, Py_ssize_t m,
+                          Py_ssize_t ld, int act)
+    void nnf_act_backward_f32(float *o, const float *g, const float *y, Py_ssize_t n,
+                              Py_ssize_t m, Py_ssize_t ld, int act)
+    void nnf_act_backward_f64(double *o, const double *g, const double *y, Py_ssize_t n,
+                              Py_ssize_t m, Py_ssize_t ld, int act)
+    void nnf_col_sum_f32(float *s, const float *x, Py_ssize_t n, Py_ssize_t m,
+                         Py_ssize_t ld, float scale)
     void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
-                         double scale)
+                         Py_ssize_t ld, double scale)
     void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
                          size_t row_bytes)
 
@@ -58,12 +61,12 @@ cdef inline floating _log1p(floating x) noexcept nogil:
 
 
 cdef inline void _bias_act(floating *a, const floating *b, Py_ssize_t n, Py_ssize_t m,
-                           int act) noexcept nogil:
-    """a (n, m) := act(a + b), in place."""
+                           Py_ssize_t ld, int act) noexcept nogil:
+    """a (n, m), rows ld apart := act(a + b), in place."""
     if floating is float:
-        nnf_bias_act_f32(a, b, n, m, act)
+        nnf_bias_act_f32(a, b, n, m, ld, act)
     else:
-        nnf_bias_act_f64(a, b, n, m, act)
+        nnf_bias_act_f64(a, b, n, m, ld, act)
 
 
 cdef inline void _dense_forward(floating *a, const floating *x, const floating *w,
@@ -71,16 +74,17 @@ cdef inline void _dense_forward(floating *a, const floating *x, const floating *
                                 Py_ssize_t n_out, int act) noexcept nogil:
     """a (n, n_out) := act(x (n, n_in) @ w (n_in, n_out) + b)."""
     gemm_rm(False, False, n, n_out, n_in, 1, x, n_in, w, n_out, 0, a, n_out)
-    _bias_act(a, b, n, n_out, act)
+    _bias_act(a, b, n, n_out, n_out, act)
 
 
 cdef inline void _activation_backward(floating *dz, const floating *da, const floating *a,
-                                      Py_ssize_t size, int act) noexcept nogil:
-    """dz := da * act'(z) from a = act(z); dz may be da."""
+                                      Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld,
+                                      int act) noexcept nogil:
+    """dz := da * act'(z) from a = act(z); (n, m) blocks, rows ld apart; dz may be da."""
     if floating is float:
-        nnf_act_backward_f32(dz, da, a, size, act)
+        nnf_act_backward_f32(dz, da, a, n, m, ld, act)
     else:
-        nnf_act_backward_f64(dz, da, a, size, act)
+        nnf_act_backward_f64(dz, da, a, n, m, ld, act)
 
 
 cdef inline void _linear_backward_params(floating *dw, floating *db, const floating *dz,
@@ -88,16 +92,16 @@ cdef inline void _linear_backward_params(floating *dw, floating *db, const float
                                          Py_ssize_t n_out, floating scale) noexcept nogil:
     """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0)."""
     gemm_rm(True, False, n_in, n_out, n, scale, x, n_in, dz, n_out, 0, dw, n_out)
-    _col_sum(db, dz, n, n_out, scale)
+    _col_sum(db, dz, n, n_out, n_out, scale)
 
 
 cdef inline void _col_sum(floating *s, const floating *x, Py_ssize_t n, Py_ssize_t m,
-                          floating scale) noexcept nogil:
-    """s (m,) := scale * x (n, m).sum(axis=0)."""
+                          Py_ssize_t ld, floating scale) noexcept nogil:
+    """s (m,) := scale * x (n, m).sum(axis=0), rows of x ld apart."""
     if floating is float:
-        nnf_col_sum_f32(s, x, n, m, scale)
+        nnf_col_sum_f32(s, x, n, m, ld, scale)
     else:
-        nnf_col_sum_f64(s, x, n, m, scale)
+        nnf_col_sum_f64(s, x, n, m, ld, scale)
 
 
 cdef inline void _linear_backward_input(floating *dx, const floating *dz, const floating *w,

@@ -36,6 +36,15 @@ cdef extern from "_vec.h" nogil:
     void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
                      double momentum, int nesterov, double wd)
 
+cdef extern from "_pool.h" nogil:
+    ctypedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads) noexcept nogil
+    int NNF_MAX_THREADS
+    int nnf_pool_reserve(int nthreads)
+    void nnf_parallel(nnf_task_fn fn, void *ctx, int nthreads)
+    void nnf_barrier(int nthreads)
+    void nnf_part(Py_ssize_t n, int tid, int nthreads, Py_ssize_t align, Py_ssize_t *begin,
+                  Py_ssize_t *end)
+
 import numpy as np
 
 # Phases of a step, for the optional profile (TrainStep.profile = True).
@@ -102,9 +111,12 @@ cdef class TrainStep:
     cdef double lr, beta1, beta2, eps, momentum, weight_decay
     cdef bint nesterov
     cdef double step_size, inv_bc2
+    cdef public int threads                 # team size for a step (1: the caller alone)
+    cdef double loss_part[64]               # NNF_MAX_THREADS
 
     def __cinit__(self):
         self.profile = False
+        self.threads = 1
         for i in range(N_PHASES):
             self.phase_ns[i] = 0
         self.sizes = NULL
@@ -280,11 +292,22 @@ cdef class TrainStep:
         for i in range(n):
             if idx[i] < 0 or idx[i] >= n_data:
                 raise ValueError(f"TrainStep.step: index {idx[i]} out of range [0, {n_data})")
+        cdef StepCall call
+        call.s = <void *>self
+        call.X = X
+        call.Y = Y
+        call.idx = &idx[0]
+        call.n = n
+        call.update = t > 0
+        cdef int team = nnf_pool_reserve(max(1, min(self.threads, n, 64)))
         with nogil:
             if self.is_double:
-                loss = _run[double](self, X, Y, &idx[0], n, t > 0, 0)
+                nnf_parallel(_task_f64, &call, team)
             else:
-                loss = _run[float](self, X, Y, &idx[0], n, t > 0, 0)
+                nnf_parallel(_task_f32, &call, team)
+        loss = 0
+        for i in range(team):
+            loss += self.loss_part[i]
         return loss
 
 
@@ -294,10 +317,10 @@ cdef inline long long _now() noexcept nogil:
     return ts.tv_sec * 1000000000LL + ts.tv_nsec
 
 
-cdef inline void _mark(TrainStep s, int phase, long long *t) noexcept nogil:
-    """With profiling on: charge the time since the last mark to `phase`."""
+cdef inline void _mark(bint prof, TrainStep s, int phase, long long *t) noexcept nogil:
+    """With profiling on (thread 0 only): charge the time since the last mark to `phase`."""
     cdef long long now
-    if s.profile:
+    if prof:
         now = _now()
         s.phase_ns[phase] += now - t[0]
         t[0] = now
@@ -327,12 +350,42 @@ cdef void _update(TrainStep s, floating *p, Py_ssize_t count, bint decay,
             nnf_sgd_f64(p, s1, g, count, s.lr, s.momentum, s.nesterov, wd)
 
 
+cdef struct StepCall:
+    void *s                     # the TrainStep (borrowed: alive for the call)
+    const void *X
+    const void *Y
+    const Py_ssize_t *idx
+    Py_ssize_t n
+    bint update
+
+
+cdef void _task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
+    _task_run[float](<StepCall *>ctx, tid, nthreads, 0)
+
+
+cdef void _task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
+    _task_run[double](<StepCall *>ctx, tid, nthreads, 0)
+
+
+cdef void _task_run(StepCall *call, int tid, int nthreads, floating kind) noexcept nogil:
+    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call.X, call.Y, call.idx,
+                                             call.n, call.update, tid, nthreads, kind)
+
+
 cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *idx,
-                 Py_ssize_t n, bint update, floating kind=0) noexcept nogil:
-    """Gather, forward, loss gradient, backward (and with `update`, each layer's update
-    once its gradients and dX are done); returns the summed loss of the batch.
-    `kind` only selects the float or double instance."""
-    cdef Py_ssize_t L = s.n_layers, l
+                 Py_ssize_t n, bint update, int tid, int T, floating kind) noexcept nogil:
+    """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
+    forward, loss gradient, backward and, with `update`, each layer's update once its
+    gradients and dX are done. Returns this thread's part of the summed loss.
+
+    Work split: rows of the batch for the gather and the loss; columns (output units)
+    for the forward GEMM + bias/activation and for db; input units of a layer for dW
+    (a contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread
+    updates exactly the rows of W it alone read for dX. Barriers where a phase needs
+    what other threads wrote: after the gather, after each forward layer, after the
+    loss, after each backward layer.
+    """
+    cdef Py_ssize_t L = s.n_layers, l, r0, r1, c0, c1, i0, i1, m
     cdef Py_ssize_t *sz = s.sizes
     cdef floating **a = <floating **>s.a
     cdef floating **d = <floating **>s.d
@@ -342,34 +395,55 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
     cdef floating **db = <floating **>s.db
     cdef floating *y = <floating *>s.y
     cdef floating scale = <floating>1.0 / n
-    cdef double loss
-    cdef long long t = _now() if s.profile else 0
-    _gather_rows(a[0], <const floating *>X, idx, n, sz[0])
-    _gather_rows(y, <const floating *>Y, idx, n, sz[L])
-    _mark(s, P_GATHER, &t)
-    for l in range(L):                                 # a[l+1] = act(a[l] @ w[l] + b[l])
-        gemm_rm(False, False, n, sz[l + 1], sz[l], 1, a[l], sz[l], w[l], sz[l + 1],
-                0, a[l + 1], sz[l + 1])
-        _mark(s, P_GEMM_FWD, &t)
-        _bias_act(a[l + 1], b[l], n, sz[l + 1],
-                  s.codes[l] if l < L - 1 else ACT_LINEAR_)    # logits; the loss fuses act
-        _mark(s, P_BIAS_ACT, &t)
-    loss = _loss_backward(s.loss, d[L], a[L], y, n, sz[L])     # d[L] = y_hat - y
-    _mark(s, P_LOSS, &t)
+    cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
+    cdef double loss = 0
+    cdef bint prof = s.profile and tid == 0
+    cdef long long t = _now() if prof else 0
+    nnf_part(n, tid, T, 1, &r0, &r1)
+    m = sz[L]
+    if r1 > r0:
+        _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
+        _gather_rows(y + r0 * m, <const floating *>Y, idx + r0, r1 - r0, m)
+    nnf_barrier(T)
+    _mark(prof, s, P_GATHER, &t)
+    for l in range(L):                     # a[l+1][:, c0:c1] = act(a[l] @ w[l][:, c0:c1] + b)
+        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
+        if c1 > c0:
+            gemm_rm(False, False, n, c1 - c0, sz[l], 1, a[l], sz[l], w[l] + c0, sz[l + 1],
+                    0, a[l + 1] + c0, sz[l + 1])
+            _mark(prof, s, P_GEMM_FWD, &t)
+            _bias_act(a[l + 1] + c0, b[l] + c0, n, c1 - c0, sz[l + 1],
+                      s.codes[l] if l < L - 1 else ACT_LINEAR_)  # logits; the loss fuses act
+        nnf_barrier(T)
+        _mark(prof, s, P_BIAS_ACT, &t)
+    if r1 > r0:                                                # d[L] = y_hat - y, by rows
+        loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
+    nnf_barrier(T)
+    _mark(prof, s, P_LOSS, &t)
     for l in range(L - 1, -1, -1):
-        gemm_rm(True, False, sz[l], sz[l + 1], n, scale, a[l], sz[l], d[l + 1], sz[l + 1],
-                0, dw[l], sz[l + 1])                   # dw = scale a[l].T @ d[l+1]
-        _mark(s, P_GEMM_DW, &t)
-        _col_sum(db[l], d[l + 1], n, sz[l + 1], scale)
-        _mark(s, P_DB, &t)
-        if l > 0:                                      # no dX for the input
-            gemm_rm(False, True, n, sz[l], sz[l + 1], 1, d[l + 1], sz[l + 1], w[l],
-                    sz[l + 1], 0, d[l], sz[l])         # d[l] = d[l+1] @ w[l].T
-            _mark(s, P_GEMM_DX, &t)
-            _activation_backward(d[l], d[l], a[l], n * sz[l], s.codes[l - 1])
-            _mark(s, P_ACT_BWD, &t)
-        if update:                                     # w[l] no longer needed this step
-            _update(s, w[l], sz[l] * sz[l + 1], True, kind)
-            _update(s, b[l], sz[l + 1], False, kind)
-            _mark(s, P_OPT, &t)
+        nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
+        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units
+        if i1 > i0:                                    # dw[i0:i1] = scale a[l][:, i0:i1].T d
+            gemm_rm(True, False, i1 - i0, sz[l + 1], n, scale, a[l] + i0, sz[l], d[l + 1],
+                    sz[l + 1], 0, dw[l] + i0 * sz[l + 1], sz[l + 1])
+        _mark(prof, s, P_GEMM_DW, &t)
+        if c1 > c0:
+            _col_sum(db[l] + c0, d[l + 1] + c0, n, c1 - c0, sz[l + 1], scale)
+        _mark(prof, s, P_DB, &t)
+        if l > 0 and i1 > i0:                          # d[l][:, i0:i1] = d @ w[l][i0:i1].T
+            gemm_rm(False, True, n, i1 - i0, sz[l + 1], 1, d[l + 1], sz[l + 1],
+                    w[l] + i0 * sz[l + 1], sz[l + 1], 0, d[l] + i0, sz[l])
+            _mark(prof, s, P_GEMM_DX, &t)
+            _activation_backward(d[l] + i0, d[l] + i0, a[l] + i0, n, i1 - i0, sz[l],
+                                 s.codes[l - 1])
+            _mark(prof, s, P_ACT_BWD, &t)
+        if update:                       # rows i0:i1 of w[l]: read by this thread only
+            if i1 > i0:
+                _update(s, w[l] + i0 * sz[l + 1], (i1 - i0) * sz[l + 1], True, kind)
+            if c1 > c0:
+                _update(s, b[l] + c0, c1 - c0, False, kind)
+            _mark(prof, s, P_OPT, &t)
+        if l > 0:
+            nnf_barrier(T)                             # d[l] complete for layer l - 1
+            _mark(prof, s, P_ACT_BWD, &t)
     return loss

@@ -122,13 +122,14 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
        NNF_SOFTMAX = 5 };
 #define NNF_LEAKY_SLOPE 0.01
 
-/* a (n, m) := act(a + b), b (m,) broadcast over rows; softmax along each row. */
+/* a (n, m) := act(a + b), b (m,) broadcast over rows, rows ld apart (a block of a wider
+ * array when ld > m); softmax along each row. */
 #define NNF_BIAS_ACT(NAME, T, EXPNEG, TANH, SIGMOID)                                               \
     static NNF_CLONES void NAME(T *restrict a, const T *restrict b, ptrdiff_t n,      \
-                                ptrdiff_t m, int act)                                 \
+                                ptrdiff_t m, ptrdiff_t ld, int act)                   \
     {                                                                                  \
         for (ptrdiff_t i = 0; i < n; i++) {                                            \
-            T *restrict r = a + i * m;                                                 \
+            T *restrict r = a + i * ld;                                                \
             switch (act) {                                                             \
             case NNF_RELU:                                                             \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
@@ -212,22 +213,30 @@ NNF_BIAS_ACT(nnf_bias_act_f64, double, nnf_exp_neg_f64, nnf_tanh_f64, nnf_sigmoi
     {                                                                                  \
         NNF_ACT_BACKWARD_BODY(T, o, g)                                                 \
     }                                                                                  \
-    static void NAME(T *o, const T *g, const T *y, ptrdiff_t size, int act)           \
+    /* n rows of m entries, ld apart in all three arrays (contiguous when ld == m) */  \
+    static void NAME(T *o, const T *g, const T *y, ptrdiff_t n, ptrdiff_t m,          \
+                     ptrdiff_t ld, int act)                                            \
     {                                                                                  \
-        if (o == g)                                                                    \
-            NAME##_inplace(o, y, size, act);                                           \
-        else                                                                           \
-            NAME##_copy(o, g, y, size, act);                                           \
+        if (ld == m) {                                                                 \
+            m *= n;                                                                    \
+            n = 1;                                                                     \
+        }                                                                              \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            if (o == g)                                                                \
+                NAME##_inplace(o + i * ld, y + i * ld, m, act);                        \
+            else                                                                       \
+                NAME##_copy(o + i * ld, g + i * ld, y + i * ld, m, act);               \
+        }                                                                              \
     }
 NNF_ACT_BACKWARD(nnf_act_backward_f32, float)
 NNF_ACT_BACKWARD(nnf_act_backward_f64, double)
 
-/* s (m,) := scale * x.sum(axis=0), x (n, m); sums in double (a float32 sum of a full
- * data set's rows would lose digits), columns in blocks held on the stack. */
+/* s (m,) := scale * x.sum(axis=0), x (n, m) with rows ld apart; sums in double (a float32
+ * sum of a full data set's rows would lose digits), columns in blocks held on the stack. */
 #define NNF_COL_BLOCK 512
 #define NNF_COL_SUM(NAME, T)                                                           \
     static NNF_CLONES void NAME(T *restrict s, const T *restrict x, ptrdiff_t n,      \
-                                ptrdiff_t m, T scale)                                 \
+                                ptrdiff_t m, ptrdiff_t ld, T scale)                   \
     {                                                                                  \
         double acc[NNF_COL_BLOCK];                                                     \
         for (ptrdiff_t j0 = 0; j0 < m; j0 += NNF_COL_BLOCK) {                          \
@@ -235,7 +244,7 @@ NNF_ACT_BACKWARD(nnf_act_backward_f64, double)
             for (ptrdiff_t j = 0; j < w; j++)                                          \
                 acc[j] = 0;                                                            \
             for (ptrdiff_t i = 0; i < n; i++) {                                        \
-                const T *restrict r = x + i * m + j0;                                  \
+                const T *restrict r = x + i * ld + j0;                                 \
                 for (ptrdiff_t j = 0; j < w; j++)                                      \
                     acc[j] += r[j];                                                    \
             }                                                                          \

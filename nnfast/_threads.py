@@ -1,4 +1,6 @@
-"""Thread control: nnfast's matrix products run on its own OpenBLAS."""
+"""Thread control: nnfast's matrix products run on its own OpenBLAS; a training step runs
+on nnfast's own team of threads (csrc/_pool.h), each calling single-threaded BLAS."""
+import contextlib
 import numbers
 
 from . import _kernels
@@ -7,11 +9,12 @@ MAX_THREADS = 4096
 
 
 def set_num_threads(n):
-    """Set the number of threads used by nnfast's BLAS (every matrix product).
+    """Set the number of threads nnfast uses.
 
-    The elementwise kernels (bias, activations, losses, optimizers, gather) are serial:
-    on small dense networks a second thread pool spinning beside BLAS's costs more than
-    it brings. NumPy's own BLAS is not affected.
+    A training step (fit, loss_and_grads) splits all its work - matrix products, bias,
+    activations, loss, optimizer, gather - over a team of n threads of nnfast's own,
+    each calling single-threaded BLAS; prediction and evaluation use n BLAS threads.
+    NumPy's own BLAS is not affected.
 
     Parameters
     ----------
@@ -28,3 +31,18 @@ def set_num_threads(n):
 def get_num_threads():
     """Number of threads nnfast's BLAS uses."""
     return _kernels.get_blas_threads()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Within: nnfast's BLAS runs on the calling thread only (its workers sleep), for the
+    team of a training step, whose threads call BLAS each on a block of the work.
+    Yields the number of threads set before (the team's size)."""
+    n = _kernels.get_blas_threads()
+    if n > 1:
+        _kernels.set_blas_threads(1)
+    try:
+        yield n
+    finally:
+        if n > 1:
+            _kernels.set_blas_threads(n)

@@ -13,6 +13,7 @@ import numpy as np
 from . import _kernels as K
 from . import _validate
 from ._step import TrainStep
+from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
 from .optim import get_optimizer
 
@@ -317,7 +318,9 @@ class Network:
         views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
         ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views])
         ws.step.bind(X, Y)
-        loss = ws.step.step(np.arange(n, dtype=np.intp))
+        with single_threaded_blas() as team:
+            ws.step.threads = team
+            loss = ws.step.step(np.arange(n, dtype=np.intp))
         return float(loss / n), views
 
     # ------------------------------------------------------------ training
@@ -405,11 +408,13 @@ class Network:
             if shuffle:
                 self._rng.shuffle(order)
             total = 0.0
-            for start in range(0, n, rows):
-                idx = order[start:start + rows]
-                loss = self._train_step(step, idx, optimizer)
-                hist.batch_loss.append(loss)
-                total += loss * idx.shape[0]
+            with single_threaded_blas() as team:      # the step's own team does the work
+                step.threads = team
+                for start in range(0, n, rows):
+                    idx = order[start:start + rows]
+                    loss = self._train_step(step, idx, optimizer)
+                    hist.batch_loss.append(loss)
+                    total += loss * idx.shape[0]
             if not math.isfinite(total):
                 warnings.warn(f"fit: the training loss became {total / n} in epoch "
                               f"{epoch + 1}: training diverged (lower the learning rate); "
