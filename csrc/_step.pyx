@@ -378,12 +378,14 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
     forward, loss gradient, backward and, with `update`, each layer's update once its
     gradients and dX are done. Returns this thread's part of the summed loss.
 
-    Work split: rows of the batch for the gather and the loss; columns (output units)
-    for the forward GEMM + bias/activation and for db; input units of a layer for dW
-    (a contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread
-    updates exactly the rows of W it alone read for dX. Barriers where a phase needs
-    what other threads wrote: after the gather, after each forward layer, after the
-    loss, after each backward layer.
+    Work split: rows of the batch for the gather and the loss; for the forward GEMM +
+    bias/activation rows when the batch is at least twice as tall as the layer is wide,
+    else columns (output units); columns for db; input units of a layer for dW (a
+    contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread updates
+    exactly the rows of W it alone read for dX. Barriers where a phase needs what other
+    threads wrote: before a forward layer unless it and the one before are split by
+    rows, before the loss unless the last layer is split by rows, after the loss and
+    after each backward layer.
     """
     cdef Py_ssize_t L = s.n_layers, l, r0, r1, c0, c1, i0, i1, m
     cdef Py_ssize_t *sz = s.sizes
@@ -399,23 +401,39 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
     cdef double loss = 0
     cdef bint prof = s.profile and tid == 0
     cdef long long t = _now() if prof else 0
+    cdef bint by_rows, prev_by_rows = True           # the gather is split by rows
     nnf_part(n, tid, T, 1, &r0, &r1)
     m = sz[L]
     if r1 > r0:
         _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
         _gather_rows(y + r0 * m, <const floating *>Y, idx + r0, r1 - r0, m)
-    nnf_barrier(T)
     _mark(prof, s, P_GATHER, &t)
-    for l in range(L):                     # a[l+1][:, c0:c1] = act(a[l] @ w[l][:, c0:c1] + b)
-        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
-        if c1 > c0:
-            gemm_rm(False, False, n, c1 - c0, sz[l], 1, a[l], sz[l], w[l] + c0, sz[l + 1],
-                    0, a[l + 1] + c0, sz[l + 1])
-            _mark(prof, s, P_GEMM_FWD, &t)
-            _bias_act(a[l + 1] + c0, b[l] + c0, n, c1 - c0, sz[l + 1],
-                      s.codes[l] if l < L - 1 else ACT_LINEAR_)  # logits; the loss fuses act
-        nnf_barrier(T)
+    for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
+        # Split by rows when the batch is taller than the layer is wide: each thread then
+        # packs w[l] (sz[l] x sz[l+1]) rather than the whole batch's a[l] (n x sz[l]) for
+        # BLAS, and needs only its own rows of a[l]. Otherwise by output columns.
+        by_rows = T > 1 and n >= 2 * sz[l + 1]
+        if not (by_rows and prev_by_rows):
+            nnf_barrier(T)                               # all of a[l] is needed
+        if by_rows:
+            if r1 > r0:
+                gemm_rm(False, False, r1 - r0, sz[l + 1], sz[l], 1, a[l] + r0 * sz[l], sz[l],
+                        w[l], sz[l + 1], 0, a[l + 1] + r0 * sz[l + 1], sz[l + 1])
+                _mark(prof, s, P_GEMM_FWD, &t)
+                _bias_act(a[l + 1] + r0 * sz[l + 1], b[l], r1 - r0, sz[l + 1], sz[l + 1],
+                          s.codes[l] if l < L - 1 else ACT_LINEAR_)
+        else:
+            nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
+            if c1 > c0:
+                gemm_rm(False, False, n, c1 - c0, sz[l], 1, a[l], sz[l], w[l] + c0, sz[l + 1],
+                        0, a[l + 1] + c0, sz[l + 1])
+                _mark(prof, s, P_GEMM_FWD, &t)
+                _bias_act(a[l + 1] + c0, b[l] + c0, n, c1 - c0, sz[l + 1],
+                          s.codes[l] if l < L - 1 else ACT_LINEAR_)  # logits; loss fuses act
         _mark(prof, s, P_BIAS_ACT, &t)
+        prev_by_rows = by_rows
+    if not prev_by_rows:
+        nnf_barrier(T)                                  # the loss needs whole rows
     if r1 > r0:                                                # d[L] = y_hat - y, by rows
         loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
     nnf_barrier(T)
