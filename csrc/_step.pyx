@@ -3,13 +3,18 @@
 
 Contents: `TrainStep`, built once per (network, workspace). It keeps raw pointers to the
 layers' weights, biases and gradients (views into the network's flat buffers), to the
-workspace's activations and deltas, and to the bound training data. `step(idx)` then
-gathers the mini-batch, runs the forward pass, the fused output/loss gradient and the
-backward pass, all without the GIL and without Python between the kernels; the optimizer
-update follows as one more call over the flat buffers.
+workspace's activations and deltas, to the bound training data and to the optimizer's
+state. `step(idx, t)` then gathers the mini-batch, runs the forward pass, the fused
+output/loss gradient, the backward pass and each layer's update as soon as its gradients
+are done, all without the GIL and without Python between the kernels, on a team of
+`threads` threads (csrc/_pool.h) that split every phase, each calling single-threaded
+BLAS on its block (the caller makes nnfast's BLAS single-threaded meanwhile:
+nnfast._threads.single_threaded_blas).
 
 Why: a step is ~15 kernel calls, and each `def` call with its memoryviews costs ~0.7 us of
-Python dispatch: at batch 32 (1875 steps an epoch) that was ~10% of an epoch.
+Python dispatch: at batch 32 (1875 steps an epoch) that was ~10% of an epoch. And with
+BLAS's own threads only the matrix products used the second core: the optimizer, the
+gather and the elementwise passes (~25% of a step at batch 32) ran on one.
 
 Conventions: the same kernel bodies as _kernels.pyx (csrc/_ops.pxd). All arrays are
 checked here once (dtype, C order, shapes) when the step is built or data is bound; the
@@ -82,7 +87,9 @@ cdef class TrainStep:
 
     With an optimizer set (`set_optimizer`), `step(idx, t)` also updates each layer's
     parameters as soon as its gradients are complete (its dX computed), while they are
-    still in cache; the gradient arrays keep the batch's gradient.
+    still in cache; the gradient arrays keep the batch's gradient. `threads` (default 1)
+    is the size of the team that runs a step; with more than one, nnfast's BLAS must be
+    single-threaded during the call (else every team thread starts BLAS threads too).
     """
     cdef Py_ssize_t n_layers, rows, n_data
     cdef Py_ssize_t *sizes

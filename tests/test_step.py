@@ -166,3 +166,70 @@ def test_set_optimizer_refuses_mismatched_buffers():
     ws.step.bind(X, Y)
     with pytest.raises(ValueError, match="t must be 0"):
         ws.step.step(np.array([0], np.intp), 2)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_team_step_matches_reference(threads, n, dtype):
+    # Teams larger than the batch or than a layer (some threads get no rows / no units),
+    # layers narrower and wider than a cache line, every forward split (rows, columns).
+    rng = np.random.default_rng(n)
+    net = nf.Network([37, 41, 3, 19, 5], hidden=["relu", "tanh", "leaky_relu"],
+                     dtype=dtype, seed=2)
+    X = rng.standard_normal((100, 37)).astype(dtype)
+    Y = net._Y(rng.integers(0, 5, 100), 100)
+    ws = net._get_workspace(64)
+    ws.step.threads = threads
+    ws.step.bind(X, Y)
+    idx = rng.integers(0, 100, n).astype(np.intp)
+    loss = ws.step.step(idx)
+    ref = ReferenceNetwork.from_network(net)
+    rloss, rgrad = ref.loss_and_grads(X[idx], Y[idx])
+    np.testing.assert_allclose(loss / n, rloss, rtol=RTOL[dtype] * 10)
+    np.testing.assert_allclose(net._flat_grads, rgrad, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype] * np.abs(rgrad).max())
+
+
+@pytest.mark.parametrize("make", [lambda: nf.Adam(lr=0.01, weight_decay=0.1),
+                                  lambda: nf.SGD(lr=0.05, momentum=0.9)], ids=["adamw", "sgd"])
+def test_fit_with_one_or_two_threads_agrees(make):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 500)
+    results = []
+    old = nf.get_num_threads()
+    try:
+        for threads in (1, 2, 2):
+            nf.set_num_threads(threads)
+            net = nf.Network([30, 40, 20, 4], seed=0)
+            hist = net.fit(X, y, epochs=3, batch_size=64, optimizer=make(), verbose=False)
+            results.append((net._flat_params.copy(), hist.batch_loss))
+    finally:
+        nf.set_num_threads(old)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4)
+    # same threads, same seed, same data: the same weights, bit for bit
+    np.testing.assert_array_equal(results[1][0], results[2][0])
+    assert nf.get_num_threads() == old            # fit restores BLAS's thread count
+
+
+def test_forked_child_trains():
+    import os
+    import sys
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    net = nf.Network([6, 8, 2], seed=0)
+    X = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    y = np.arange(64) % 2
+    net.fit(X, y, epochs=1, batch_size=16, verbose=False)     # team started in the parent
+    pid = os.fork()
+    if pid == 0:                                              # child: workers gone
+        code = 1
+        try:
+            net.fit(X, y, epochs=2, batch_size=16, verbose=False)
+            code = 0 if np.isfinite(net._flat_params).all() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
