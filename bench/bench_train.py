@@ -266,7 +266,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32,float64", help="dtypes (default both)")
     p.add_argument("--repeat", type=int, default=5, help="timed epochs after a warm-up one")
     p.add_argument("--rounds", type=int, default=1,
-                   help="repeat the whole set of contenders, interleaved (default 1)")
+                   help="repeat the whole set of contenders, interleaved (default 1); "
+                        "'x floor' is then the median of the rounds' ratios")
     p.add_argument("--n", type=int, default=60000, help="training samples (default 60000)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--contenders", default=",".join(CONTENDERS))
@@ -295,7 +296,9 @@ def main(argv=None):
     for dtype in args.dtype.split(","):
         for batch in [int(b) for b in args.batch.split(",")]:
             times = {c: [] for c in names}
+            ratios = {c: [] for c in names}      # per round: median / floor's median
             for _ in range(args.rounds):
+                medians = {}
                 for c in names:
                     res = _common.run_worker(__file__, [
                         "--contender", c, "--batch", str(batch), "--dtype", dtype,
@@ -303,12 +306,15 @@ def main(argv=None):
                         "--threads", str(args.threads), "--seed", str(args.seed)]
                         + (["--data", args.data] if args.data else []))
                     times[c] += res["times"]
+                    medians[c] = _common.summarize(res["times"])[0]
                     if c == "nnfast":
                         blas_seen = res["blas"]
-            floor = _common.summarize(times["floor"])[0] if "floor" in times else None
+                if "floor" in medians:
+                    for c in names:
+                        ratios[c].append(medians[c] / medians["floor"])
             for c in names:
                 med, lo, hi = _common.summarize(times[c])
-                ratio = f"{med / floor:.2f}" if floor else "-"
+                ratio = f"{_common.summarize(ratios[c])[0]:.2f}" if ratios[c] else "-"
                 rows.append([batch, dtype, c, f"{med:.3f}", f"{lo:.3f}", f"{hi:.3f}", ratio])
     _common.print_table(["batch", "dtype", "contender", "median s", "min s", "max s",
                          "x floor"], rows)

@@ -17,12 +17,14 @@
 #define NNFAST_POOL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
 #define NNF_MAX_THREADS 64
 #define NNF_SPIN_NS 200000          /* 0.2 ms of spinning before a worker sleeps */
+#define NNF_SPINS_BEFORE_YIELD 4096 /* then a waiting thread yields its core each turn */
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -142,8 +144,12 @@ static void nnf_parallel(nnf_task_fn fn, void *ctx, int nthreads)
         pthread_mutex_unlock(&nnf_pool.mu);
     }
     fn(ctx, 0, nthreads);
-    while (atomic_load(&nnf_pool.pending) > 0)
+    int spins = 0;
+    while (atomic_load(&nnf_pool.pending) > 0) {
         NNF_PAUSE();
+        if (++spins > NNF_SPINS_BEFORE_YIELD)
+            sched_yield();              /* a worker was descheduled: let it run */
+    }
 }
 
 /* All nthreads threads of the current task meet here (sense-reversing spin barrier). */
@@ -156,8 +162,12 @@ static void nnf_barrier(int nthreads)
         atomic_store(&nnf_pool.bar_count, 0);
         atomic_store(&nnf_pool.bar_sense, sense ^ 1u);
     } else {
-        while (atomic_load(&nnf_pool.bar_sense) == sense)
+        int spins = 0;
+        while (atomic_load(&nnf_pool.bar_sense) == sense) {
             NNF_PAUSE();
+            if (++spins > NNF_SPINS_BEFORE_YIELD)
+                sched_yield();          /* another thread of the team lost its core */
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 on nnfast's own team of threads (csrc/_pool.h), each calling single-threaded BLAS."""
 import contextlib
 import numbers
+import os
 
 from . import _kernels
 
@@ -33,16 +34,24 @@ def get_num_threads():
     return _kernels.get_blas_threads()
 
 
+def _available_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Within: nnfast's BLAS runs on the calling thread only (its workers sleep), for the
     team of a training step, whose threads call BLAS each on a block of the work.
-    Yields the number of threads set before (the team's size)."""
+    Yields the team's size: the thread count set before, at most the CPUs this process
+    may use (a spinning team larger than that would wait on itself)."""
     n = _kernels.get_blas_threads()
     if n > 1:
         _kernels.set_blas_threads(1)
     try:
-        yield n
+        yield max(1, min(n, _available_cpus()))
     finally:
         if n > 1:
             _kernels.set_blas_threads(n)
