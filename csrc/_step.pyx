@@ -23,7 +23,7 @@ Indices are checked against the bound data on every step (n comparisons).
 """
 from cython cimport floating
 from libc.stdlib cimport malloc, free
-from libc.math cimport pow
+from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
@@ -379,11 +379,21 @@ cdef void _task_run(StepCall *call, int tid, int nthreads, floating kind) noexce
                                              call.n, call.update, tid, nthreads, kind)
 
 
+cdef inline double _sum(const double *x, int n) noexcept nogil:
+    cdef double total = 0
+    cdef int i
+    for i in range(n):
+        total += x[i]
+    return total
+
+
 cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *idx,
                  Py_ssize_t n, bint update, int tid, int T, floating kind) noexcept nogil:
     """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
     forward, loss gradient, backward and, with `update`, each layer's update once its
-    gradients and dX are done. Returns this thread's part of the summed loss.
+    gradients and dX are done. Returns this thread's part of the summed loss. When the
+    batch's loss is not finite and `update` is set, nothing after the loss runs: the
+    parameters stay those of the previous step (the caller reports the divergence).
 
     Work split: rows of the batch for the gather and the loss; for the forward GEMM +
     bias/activation rows when the batch is at least twice as tall as the layer is wide,
@@ -443,8 +453,11 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
         nnf_barrier(T)                                  # the loss needs whole rows
     if r1 > r0:                                                # d[L] = y_hat - y, by rows
         loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
+    s.loss_part[tid] = loss
     nnf_barrier(T)
     _mark(prof, s, P_LOSS, &t)
+    if update and not isfinite(_sum(s.loss_part, T)):
+        return loss        # diverged: every thread skips the backward pass and the update
     for l in range(L - 1, -1, -1):
         nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
         nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units

@@ -5,7 +5,6 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -410,16 +409,20 @@ class Network:
             total = 0.0
             with single_threaded_blas() as team:      # the step's own team does the work
                 step.threads = team
-                for start in range(0, n, rows):
+                for k, start in enumerate(range(0, n, rows)):
                     idx = order[start:start + rows]
                     loss = self._train_step(step, idx, optimizer)
+                    if not math.isfinite(loss):
+                        # the step skipped its update: the weights are the last finite ones
+                        optimizer.t -= 1
+                        err = FloatingPointError(
+                            f"fit: training diverged: the loss of batch {k + 1} of epoch "
+                            f"{epoch + 1} is {loss}; the network keeps the weights of the "
+                            "step before (lower the learning rate)")
+                        err.history = hist
+                        raise err
                     hist.batch_loss.append(loss)
                     total += loss * idx.shape[0]
-            if not math.isfinite(total):
-                warnings.warn(f"fit: the training loss became {total / n} in epoch "
-                              f"{epoch + 1}: training diverged (lower the learning rate); "
-                              "the parameters are no longer finite", RuntimeWarning,
-                              stacklevel=3)
             hist.epoch_time.append(time.perf_counter() - t0)
             hist.loss.append(total / n)
             line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
@@ -475,14 +478,14 @@ def load(path):
     """
     try:
         f = np.load(os.fspath(path), allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:        # missing, unreadable, not .npy/.npz, damaged zip, ...
         raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"load: {path!s} is a single array, not an nnfast model (.npz)")
     try:
         with f:
             data = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:        # truncated or damaged members, pickled objects, ...
         raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
     need = {"format", "version", "sizes", "hidden", "output", "dtype", "params"}
     if not need <= set(data) or str(data["format"]) != FORMAT:

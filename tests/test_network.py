@@ -841,11 +841,26 @@ def test_hidden_may_be_any_sequence():
     assert net.hidden == ("tanh", "relu")
 
 
-def test_diverging_fit_warns_and_save_refuses_nan(tmp_path):
+@pytest.mark.parametrize("make", [lambda: nf.SGD(lr=1e30), lambda: nf.Adam(lr=1e35)],
+                         ids=["sgd", "adam"])
+def test_diverging_fit_stops_and_keeps_finite_weights(make, tmp_path):
     X, y = _blobs()
     net = nf.Network([4, 3, 2], seed=0)
-    with pytest.warns(RuntimeWarning, match="diverged"):
-        net.fit(X * 1e3, y, epochs=2, optimizer=nf.SGD(lr=1e30), verbose=False)
+    opt = make()
+    with pytest.raises(FloatingPointError, match=r"diverged: the loss of batch \d+ of epoch "
+                                                 r"\d+ is (nan|inf)") as info:
+        net.fit(X * 1e3, y, epochs=50, batch_size=8, optimizer=opt, verbose=False)
+    assert np.isfinite(net._flat_params).all()          # the last finite step's weights
+    hist = info.value.history                            # what was trained, truthfully
+    assert all(np.isfinite(hist.batch_loss))
+    assert opt.t == len(hist.batch_loss)
+    net.save(tmp_path / "m.npz")                         # still a usable model
+    assert nf.load(tmp_path / "m.npz").sizes == net.sizes
+
+
+def test_save_refuses_nan(tmp_path):
+    net = nf.Network([4, 3, 2], seed=0)
+    net.coefs[0][0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         net.save(tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
