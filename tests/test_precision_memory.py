@@ -1,6 +1,7 @@
 """float32 against float64 training, and the memory fit needs beyond its data."""
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -51,7 +52,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_fit_needs_at_most_the_data_in_its_dtype_plus_64_mb():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=tempfile.gettempdir())   # not the source tree
     assert proc.returncode == 0, proc.stderr
     before, peak_before, peak = map(float, proc.stdout.split())
     assert peak_before < before + 16          # no earlier peak hides fit's
