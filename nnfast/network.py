@@ -1,4 +1,5 @@
 """The Network: layout of the flat buffers, workspaces, training loop, prediction, files."""
+import hashlib
 import math
 import numbers
 import os
@@ -27,7 +28,7 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
 FORMAT = "nnfast-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # 2: with a SHA-256 checksum of the contents
 
 
 class History:
@@ -452,11 +453,12 @@ class Network:
         fd, tmp = tempfile.mkstemp(prefix=".nnfast-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:
+                arrays = dict(sizes=np.array(self.sizes, np.int64),
+                              hidden=np.array(self.hidden, dtype=str).reshape(-1),
+                              output=np.array(self.output), dtype=np.array(self.dtype.name),
+                              params=self._flat_params)
                 np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
-                         sizes=np.array(self.sizes, np.int64),
-                         hidden=np.array(self.hidden, dtype=str).reshape(-1),
-                         output=np.array(self.output), dtype=np.array(self.dtype.name),
-                         params=self._flat_params)
+                         checksum=np.array(_checksum(arrays)), **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             umask = os.umask(0)
@@ -469,8 +471,21 @@ class Network:
             raise
 
 
+def _checksum(arrays):
+    """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
+    h = hashlib.sha256()
+    for name in ("sizes", "hidden", "output", "dtype", "params"):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load(path):
     """Read a network written by `Network.save`. Never unpickles.
+
+    The file must carry this nnfast's format name and version and a SHA-256 checksum
+    that matches its arrays: truncated, damaged or hand-edited files are refused.
 
     Raises
     ------
@@ -487,13 +502,21 @@ def load(path):
             data = {k: f[k] for k in f.files}
     except Exception as exc:        # truncated or damaged members, pickled objects, ...
         raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
-    need = {"format", "version", "sizes", "hidden", "output", "dtype", "params"}
-    if not need <= set(data) or str(data["format"]) != FORMAT:
-        raise ValueError(f"load: {path!s} is not an nnfast model file (expected arrays "
-                         f"{sorted(need)}, got {sorted(data)})")
-    if int(data["version"]) != FORMAT_VERSION:
-        raise ValueError(f"load: {path!s} has format version {int(data['version'])}; this "
-                         f"nnfast reads version {FORMAT_VERSION}")
+    need = {"format", "version", "checksum", "sizes", "hidden", "output", "dtype", "params"}
+    if ("format" not in data or data["format"].shape != () or str(data["format"]) != FORMAT):
+        raise ValueError(f"load: {path!s} is not an nnfast model file (no format "
+                         f"{FORMAT!r}; arrays {sorted(data)})")
+    version = data.get("version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise ValueError(f"load: {path!s} has no valid format version")
+    if int(version) != FORMAT_VERSION:
+        raise ValueError(f"load: {path!s} has format version {int(version)}; this nnfast "
+                         f"reads version {FORMAT_VERSION}")
+    if not need <= set(data):
+        raise ValueError(f"load: {path!s} lacks arrays {sorted(need - set(data))}")
+    if str(data["checksum"]) != _checksum(data):
+        raise ValueError(f"load: {path!s}: checksum mismatch: the file was modified or "
+                         "damaged after it was saved")
     params = data["params"]
     try:
         sizes = Network._check_sizes([int(s) for s in data["sizes"].reshape(-1)])
