@@ -3,6 +3,7 @@ import hashlib
 import math
 import numbers
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -53,6 +54,30 @@ class History:
     def __repr__(self):
         last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
         return f"History({len(self.loss)} epochs{last})"
+
+
+class _DeferredInterrupt:
+    """Within: Ctrl-C (SIGINT) only sets `requested`, which fit checks between steps, so
+    that an interrupt never falls between a step and its bookkeeping. Only in the main
+    thread and only over Python's default handler; elsewhere a no-op."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 class _Workspace:
@@ -361,6 +386,15 @@ class Network:
         Returns
         -------
         History
+
+        Raises
+        ------
+        KeyboardInterrupt
+            On Ctrl-C, after the step in progress: the network holds the weights of the
+            last completed step, and the exception's `history` attribute what was trained.
+        FloatingPointError
+            When a batch's loss is NaN or inf (training diverged): that batch is not
+            applied, the network keeps the last finite weights; `history` as above.
         """
         epochs = _validate.check_int("fit", "epochs", epochs, 1)
         batch_size = _validate.check_int("fit", "batch_size", batch_size, 1)
@@ -394,15 +428,17 @@ class Network:
             ws.step.bind(X, Y)
             optimizer._configure(ws.step, self)
             try:
-                self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer, val,
-                             verbose)
+                with _DeferredInterrupt() as interrupt:
+                    self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
+                                 val, verbose, interrupt)
             finally:
                 ws.step.release()
             return hist
         finally:
             self._fit_lock.release()
 
-    def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose):
+    def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
+                interrupt):
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if shuffle:
@@ -424,6 +460,10 @@ class Network:
                         raise err
                     hist.batch_loss.append(loss)
                     total += loss * idx.shape[0]
+                    if interrupt.requested:              # Ctrl-C: stop between steps
+                        err = KeyboardInterrupt()
+                        err.history = hist
+                        raise err
             hist.epoch_time.append(time.perf_counter() - t0)
             hist.loss.append(total / n)
             line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"

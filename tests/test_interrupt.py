@@ -1,0 +1,85 @@
+"""Ctrl-C during fit stops between steps: the network holds exactly the weights of the
+last completed step and the history says what was trained; the CLI exits with 130 and
+saves nothing."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix",
+                                reason="POSIX signals")
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import nnfast as nf
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4096, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 4096)
+    B = 32
+    net = nf.Network([64, 256, 256, 10], seed=0)
+    opt = nf.Adam()
+    print("ready", flush=True)
+    try:
+        net.fit(X, y, epochs=10**6, batch_size=B, shuffle=False, optimizer=opt, verbose=False)
+        sys.exit(3)
+    except KeyboardInterrupt as exc:
+        hist = exc.history
+    k = len(hist.batch_loss)
+    assert k >= 1 and opt.t == k, (k, opt.t)
+    assert np.isfinite(net._flat_params).all()
+    # replay exactly k steps from scratch: whole epochs, then the first j batches
+    steps_per_epoch = 4096 // B
+    replay, opt2 = nf.Network([64, 256, 256, 10], seed=0), nf.Adam()
+    if k // steps_per_epoch:
+        replay.fit(X, y, epochs=k // steps_per_epoch, batch_size=B, shuffle=False,
+                   optimizer=opt2, verbose=False)
+    j = k % steps_per_epoch
+    if j:
+        replay.fit(X[:j * B], y[:j * B], epochs=1, batch_size=B, shuffle=False,
+                   optimizer=opt2, verbose=False)
+    assert opt2.t == k
+    assert np.array_equal(replay._flat_params, net._flat_params), "not the last step's weights"
+    print("consistent", k, flush=True)
+""")
+
+
+def _interrupt_after_ready(cmd, wait=0.5, **kwargs):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tempfile.gettempdir(), **kwargs)
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    time.sleep(wait)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, line + out, err
+
+
+def test_fit_stops_between_steps_with_consistent_weights():
+    rc, out, err = _interrupt_after_ready([sys.executable, "-c", CHILD])
+    assert rc == 0, err
+    assert "consistent" in out
+
+
+def test_cli_exits_130_and_saves_nothing(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_cli import _write_idx                     # a tiny IDX data set
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 3000), ("t10k", 100)):
+        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
+                   rng.integers(0, 255, (n, 8, 8)).astype(np.uint8))
+        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+    model = tmp_path / "m.npz"
+    rc, out, err = _interrupt_after_ready(
+        [sys.executable, "-m", "nnfast", "train", "--data", str(tmp_path), "--epochs", "100000",
+         "--batch-size", "8", "--save", str(model)], wait=1.0)
+    assert rc == 130, (out, err)
+    assert "interrupted" in err and "Traceback" not in err
+    assert not model.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
