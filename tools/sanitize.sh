@@ -37,7 +37,8 @@ if [ "$what" = valgrind ] || [ "$what" = all ]; then
     # CPython itself reports a few uninitialised reads under valgrind (at import and at
     # exit); only error blocks whose stack passes through nnfast's modules count.
     log="$work/valgrind.log"
-    (cd "$work" && PYTHONMALLOC=malloc OPENBLAS_NUM_THREADS=2 \
+    mkdir -p "$work/vg"        # not $work: the sanitizer build lies there; use the installed one
+    (cd "$work/vg" && PYTHONMALLOC=malloc OPENBLAS_NUM_THREADS=2 \
         valgrind --tool=memcheck --errors-for-leak-kinds=none --log-file="$log" \
             "$py" - <<'PY'
 import numpy as np
