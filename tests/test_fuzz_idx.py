@@ -103,3 +103,28 @@ def test_every_dtype_round_trips(code, dtype):
     arr = _load(_valid((2, 3), code, dtype))
     np.testing.assert_array_equal(arr, np.arange(6).reshape(2, 3))
     assert arr.dtype == np.dtype(dtype).newbyteorder("=")
+
+
+def _real_header():
+    """The first 16 bytes of Fashion-MNIST's test images (dims 10000 x 28 x 28), or the
+    same header written out when the data set is not installed."""
+    from nnfast.datasets import DEFAULT_DIRS
+    for d in DEFAULT_DIRS:
+        path = os.path.join(d, "t10k-images-idx3-ubyte.gz")
+        if os.path.isfile(path):
+            with gzip.open(path, "rb") as f:
+                return f.read(16)
+    return bytes([0, 0, 8, 3]) + struct.pack(">III", 10000, 28, 28)
+
+
+REAL = _real_header()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 255)), min_size=1, max_size=4),
+       st.integers(0, 4096), st.booleans())
+def test_mutated_real_headers(edits, n_data, gz):
+    raw = bytearray(REAL)
+    for pos, value in edits:
+        raw[pos] = value
+    _check(bytes(raw) + bytes(n_data), gz)
