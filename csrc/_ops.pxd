@@ -22,6 +22,16 @@ cdef extern from "_vec.h" nogil:
                          Py_ssize_t ld, double scale)
     void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
                          size_t row_bytes)
+    void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
+                      float beta1, float c1, float beta2, float c2, float eps, float decay,
+                      float step_size, float inv_bc2)
+    void nnf_adam_f64(double *p, double *m, double *v, const double *g, Py_ssize_t n,
+                      double beta1, double c1, double beta2, double c2, double eps,
+                      double decay, double step_size, double inv_bc2)
+    void nnf_sgd_f32(float *p, float *vel, const float *g, Py_ssize_t n, float lr,
+                     float momentum, int nesterov, float wd)
+    void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
+                     double momentum, int nesterov, double wd)
 
 # Activation codes, as in _vec.h.
 cdef enum:

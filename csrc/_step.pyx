@@ -29,17 +29,7 @@ from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
                    ACT_LINEAR_)
 
-cdef extern from "_vec.h" nogil:
-    void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
-                      float beta1, float c1, float beta2, float c2, float eps, float decay,
-                      float step_size, float inv_bc2)
-    void nnf_adam_f64(double *p, double *m, double *v, const double *g, Py_ssize_t n,
-                      double beta1, double c1, double beta2, double c2, double eps,
-                      double decay, double step_size, double inv_bc2)
-    void nnf_sgd_f32(float *p, float *vel, const float *g, Py_ssize_t n, float lr,
-                     float momentum, int nesterov, float wd)
-    void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
-                     double momentum, int nesterov, double wd)
+from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
 
 cdef extern from "_pool.h" nogil:
     ctypedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads) noexcept nogil
