@@ -8,7 +8,7 @@
 # CBLAS symbols against it (they are linked without an rpath). Must come first.
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import datasets
+from . import callbacks, datasets, schedules
 from ._threads import get_num_threads, set_num_threads
 from .gradcheck import gradcheck
 from .network import History, Network, load
@@ -17,4 +17,5 @@ from .optim import SGD, Adam, Optimizer
 __version__ = "0.1.0"
 
 __all__ = ["Network", "History", "load", "gradcheck", "SGD", "Adam", "Optimizer",
-           "set_num_threads", "get_num_threads", "datasets", "__version__"]
+           "set_num_threads", "get_num_threads", "datasets", "callbacks", "schedules",
+           "__version__"]

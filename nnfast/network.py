@@ -227,6 +227,23 @@ class Network:
         """List of (W, b) per layer: views into the network's flat storage."""
         return list(zip(self.coefs, self.intercepts))
 
+    def summary(self):
+        """A table of the layers: shapes, activations, parameter counts (also returned)."""
+        rows = [("layer", "weights", "bias", "activation", "parameters")]
+        for l, (W, b) in enumerate(self.params):
+            rows.append((f"dense {l}", f"{W.shape[0]} x {W.shape[1]}", f"{b.shape[0]}",
+                         self._layer_activation(l), f"{W.size + b.size:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.n_params:,} ({self.dtype.name}, "
+                     f"{self.n_params * self.dtype.itemsize / 2**20:.2f} MiB); loss: "
+                     f"{dict(softmax='softmax cross-entropy', sigmoid='binary cross-entropy', linear='squared error')[self.output]}")
+        text = "\n".join(lines)
+        print(text)
+        return text
+
     def __repr__(self):
         return (f"Network({list(self.sizes)}, hidden={list(self.hidden)!r}, "
                 f"output={self.output!r}, dtype={self.dtype.name})")
@@ -362,7 +379,7 @@ class Network:
         return step.step(idx, optimizer.t) / idx.shape[0]
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
-            validation_data=None, verbose=True):
+            validation_data=None, verbose=True, validation_split=None, callbacks=None):
         """Train on (X, y) with mini-batches, continuing from the current weights.
 
         Parameters
@@ -382,6 +399,12 @@ class Network:
             Evaluated after every epoch into ``val_loss`` / ``val_accuracy``.
         verbose : bool
             Print one line per epoch.
+        validation_split : float in (0, 1), optional
+            Hold out this fraction of the samples (the last ones, as Keras does) for
+            validation instead of `validation_data`.
+        callbacks : sequence of callbacks (nnfast.callbacks, nnfast.schedules), optional
+            Called before and after every epoch; one returning True from on_epoch_end
+            stops training.
 
         Returns
         -------
@@ -401,10 +424,28 @@ class Network:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"fit: shuffle must be a bool, got {type(shuffle).__name__}")
         optimizer = get_optimizer(optimizer)
+        callbacks = list(callbacks) if callbacks is not None else []
+        for cb in callbacks:
+            if not (hasattr(cb, "on_epoch_begin") or hasattr(cb, "on_epoch_end")):
+                raise TypeError(f"fit: callbacks must have on_epoch_begin or on_epoch_end, "
+                                f"got {type(cb).__name__}")
         X = self._X(X)
         n = X.shape[0]
         Y = self._Y(y, n)
         val = None
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError("fit: give validation_data or validation_split, not both")
+            if (isinstance(validation_split, bool) or not isinstance(validation_split, float)
+                    or not 0 < validation_split < 1):
+                raise ValueError(f"fit: validation_split must be a float in (0, 1), got "
+                                 f"{validation_split!r}")
+            n_val = int(round(n * validation_split))
+            if not 1 <= n_val < n:
+                raise ValueError(f"fit: validation_split {validation_split} of {n} samples "
+                                 f"leaves {n_val} for validation and {n - n_val} for training")
+            val = (X[n - n_val:], Y[n - n_val:])
+            X, Y, n = X[:n - n_val], Y[:n - n_val], n - n_val
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
@@ -430,7 +471,7 @@ class Network:
             try:
                 with _DeferredInterrupt() as interrupt:
                     self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
-                                 val, verbose, interrupt)
+                                 val, verbose, interrupt, callbacks)
             finally:
                 ws.step.release()
             return hist
@@ -438,8 +479,13 @@ class Network:
             self._fit_lock.release()
 
     def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
-                interrupt):
+                interrupt, callbacks):
         for epoch in range(epochs):
+            for cb in callbacks:
+                if hasattr(cb, "on_epoch_begin"):
+                    cb.on_epoch_begin(self, epoch, optimizer)
+            if callbacks:                               # a schedule may have changed lr
+                optimizer._configure(step, self)
             t0 = time.perf_counter()
             if shuffle:
                 self._rng.shuffle(order)
@@ -476,6 +522,18 @@ class Network:
                     line += f"  val_accuracy {vacc:.4f}"
             if verbose:
                 print(f"{line}  {hist.epoch_time[-1]:.2f}s", flush=True)
+            logs = {"loss": hist.loss[-1], "epoch_time": hist.epoch_time[-1],
+                    "lr": optimizer.lr}
+            if val is not None:
+                logs["val_loss"] = hist.val_loss[-1]
+                if hist.val_accuracy:
+                    logs["val_accuracy"] = hist.val_accuracy[-1]
+            stop = False
+            for cb in callbacks:
+                if hasattr(cb, "on_epoch_end"):
+                    stop = bool(cb.on_epoch_end(self, epoch, logs)) or stop
+            if stop:
+                break
 
     # ------------------------------------------------------------ files
 

@@ -1,0 +1,65 @@
+"""Callbacks of `Network.fit`: objects with any of
+
+    on_epoch_begin(net, epoch, optimizer)            before the epoch's first step
+    on_epoch_end(net, epoch, logs) -> bool           after it; True stops training
+
+`epoch` counts from 0 within the call; `logs` holds "loss", "epoch_time" and, with
+validation data, "val_loss" (and "val_accuracy" for classifiers). Schedules
+(nnfast.schedules) and EarlyStopping are callbacks themselves.
+"""
+import math
+
+from ._validate import check_int
+from .optim import _check_number
+
+
+class Callback:
+    """Base class: does nothing; override either method."""
+
+    def on_epoch_begin(self, net, epoch, optimizer):
+        pass
+
+    def on_epoch_end(self, net, epoch, logs):
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience`
+    epochs; with `restore_best`, the network gets back the weights of its best epoch.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss" (needs validation data); or "loss"
+    patience : int >= 1
+    min_delta : float >= 0
+    restore_best : bool
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
+        if monitor not in ("val_loss", "loss"):
+            raise ValueError(f"EarlyStopping: monitor must be 'val_loss' or 'loss', got "
+                             f"{monitor!r}")
+        self.monitor = monitor
+        self.patience = check_int("EarlyStopping", "patience", patience, 1)
+        self.min_delta = _check_number("EarlyStopping", "min_delta", min_delta, 0, math.inf)
+        self.restore_best = bool(restore_best)
+        self.best, self.best_epoch, self.stopped_epoch = math.inf, None, None
+        self._best_params, self._wait = None, 0
+
+    def on_epoch_end(self, net, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} needs validation data "
+                             "(validation_data or validation_split)")
+        value = logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self._wait = value, epoch, 0
+            if self.restore_best:
+                self._best_params = net._flat_params.copy()
+            return False
+        self._wait += 1
+        if self._wait < self.patience:
+            return False
+        self.stopped_epoch = epoch
+        if self.restore_best and self._best_params is not None:
+            net._flat_params[...] = self._best_params
+        return True
