@@ -10,7 +10,9 @@ import sys
 from . import datasets
 from ._threads import set_num_threads
 from .network import HIDDEN, Network
+from .callbacks import Callback, EarlyStopping
 from .optim import SGD, Adam
+from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
 FORCING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -61,6 +63,18 @@ def build_parser():
                        help="sgd momentum (default: 0.9)")
     train.add_argument("--weight-decay", type=float, default=0.0,
                        help="decoupled (adam) or L2 (sgd) weight decay (default: 0)")
+    train.add_argument("--validation-split", type=float, default=None, metavar="FRACTION",
+                       help="hold out this fraction of the training data for validation")
+    train.add_argument("--early-stopping", type=_positive(int), default=None,
+                       metavar="PATIENCE",
+                       help="stop when the validation loss (training loss without "
+                            "--validation-split) has not improved for PATIENCE epochs, "
+                            "and keep the best epoch's weights")
+    train.add_argument("--schedule", choices=["constant", "step", "cosine", "plateau"],
+                       default="constant",
+                       help="learning-rate schedule: step (x0.1 every third of the "
+                            "epochs), cosine (to lr/100), plateau (x0.1 after 2 epochs "
+                            "without improvement); default constant")
     train.add_argument("--seed", type=int, default=0, help="(default: 0)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="(default: float32)")
@@ -73,6 +87,30 @@ def build_parser():
                        help="write the trained network to PATH (.npz)")
     train.add_argument("--quiet", action="store_true", help="print only the final line")
     return parser
+
+
+def _schedule(args, monitor):
+    third = max(1, args.epochs // 3)
+    return {"constant": lambda: Constant(),
+            "step": lambda: StepDecay(step_size=third, gamma=0.1),
+            "cosine": lambda: Cosine(epochs=args.epochs, min_lr=(args.lr or 1e-3) / 100),
+            "plateau": lambda: ReduceOnPlateau(monitor=monitor, factor=0.1, patience=2),
+            }[args.schedule]()
+
+
+class _EpochLine(Callback):
+    """Prints one line per epoch: training loss, test loss and accuracy, seconds."""
+
+    def __init__(self, net, Xt, Yt, epochs):
+        self.net, self.Xt, self.Yt, self.epochs = net, Xt, Yt, epochs
+
+    def on_epoch_end(self, net, epoch, logs):
+        loss, acc = net._loss_accuracy(self.Xt, self.Yt)
+        val = f"  val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
+        print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.4f}{val}  "
+              f"test_loss {loss:.4f}  test_accuracy {acc:.4f}  lr {logs['lr']:.3g}  "
+              f"{logs['epoch_time']:.2f}s", flush=True)
+        return False
 
 
 def _train(args):
@@ -100,16 +138,17 @@ def _train(args):
                   "slower) kernels; unset it for the CPU's own", flush=True)
     Xt = net._X(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
-    train_seconds = 0.0
-    for epoch in range(args.epochs):
-        hist = net.fit(X, y, epochs=1, batch_size=args.batch_size, optimizer=opt,
-                       verbose=False)
-        train_seconds += hist.epoch_time[0]
-        if not args.quiet:
-            loss, acc = net._loss_accuracy(Xt, Yt)
-            print(f"epoch {epoch + 1:>3}/{args.epochs}  loss {hist.loss[0]:.4f}  "
-                  f"test_loss {loss:.4f}  test_accuracy {acc:.4f}  "
-                  f"{hist.epoch_time[0]:.2f}s", flush=True)
+    monitor = "val_loss" if args.validation_split else "loss"
+    callbacks = [_schedule(args, monitor)]
+    if args.early_stopping:
+        callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping))
+    if not args.quiet:
+        callbacks.append(_EpochLine(net, Xt, Yt, args.epochs))
+    hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
+                   verbose=False, validation_split=args.validation_split,
+                   callbacks=callbacks)
+    train_seconds = sum(hist.epoch_time)
+    args.epochs = len(hist.epoch_time)          # fewer when stopped early
     loss, acc = net._loss_accuracy(Xt, Yt)
     print(f"test accuracy {acc:.4f}  test loss {loss:.4f}  ({args.epochs} epochs, "
           f"{train_seconds:.2f} s training, {train_seconds / args.epochs:.3f} s/epoch)")

@@ -82,3 +82,25 @@ def test_module_entry_point(tiny_data):
     # cwd: from the repository root, `-m nnfast` would import the uncompiled source tree
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("test accuracy")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "plateau"])
+def test_training_options(tiny_data, capsys, schedule):
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "6",
+               "--batch-size", "16", "--validation-split", "0.2", "--early-stopping", "2",
+               "--schedule", schedule, "--weight-decay", "0.01"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    epochs = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert 1 <= len(epochs) <= 6 and all("val_loss" in line for line in epochs)
+    lrs = [float(line.split(" lr ")[1].split()[0]) for line in epochs]
+    if schedule == "cosine":
+        assert lrs == sorted(lrs, reverse=True) and lrs[0] == pytest.approx(1e-3)
+    if schedule == "step":
+        assert lrs[:2] == [pytest.approx(1e-3)] * 2
+
+
+def test_bad_validation_split_is_one_line_and_exit_2(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--validation-split", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "validation_split" in err[0]
