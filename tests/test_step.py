@@ -216,7 +216,6 @@ def test_fit_with_one_or_two_threads_agrees(make):
 
 def test_forked_child_trains():
     import os
-    import sys
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     net = nf.Network([6, 8, 2], seed=0)
