@@ -21,7 +21,7 @@ from cython cimport floating
 from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_num_threads
 from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params,
                    _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
-                   _gather_rows)
+                   _gather_rows, _dropout, _mul, nnf_dropout_key)
 
 # Activation codes (shared with nnfast/network.py through the module attributes).
 ACT_LINEAR = 0
@@ -68,6 +68,54 @@ def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:
         return
     with nogil:
         _dense_forward(&a[0, 0], &x[0, 0], &w[0, 0], &b[0], n, n_in, n_out, act)
+
+
+def dropout_threshold(double p):
+    """The integer threshold of a drop probability p in [0, 1): round(p 2^32); an entry
+    whose 32-bit hash is below it is dropped."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout_threshold: p must be in [0, 1), got {p}")
+    return min(int(round(p * 4294967296.0)), 4294967295)
+
+
+def dropout_key(unsigned long long seed, unsigned long long step, unsigned long long layer):
+    """The 64-bit mask key of (seed, step, layer) (a splitmix64 chain)."""
+    return nnf_dropout_key(seed, step, layer)
+
+
+def dropout_forward(floating[:, ::1] a, floating[:, ::1] g, unsigned long long key,
+                    double p, int act):
+    """Inverted dropout, in place: a := a * mask / (1 - p);  g := act'(z) * mask / (1 - p).
+    a (n, m) holds act(z) of a hidden layer (act an ACT_* code, not softmax); mask[i, j] is
+    1 when hash32(hash32(c ^ key_lo) + key_hi) >= dropout_threshold(p), c = i m + j (the
+    counter-based mask of csrc/_vec.h), else 0. g (n, m) is overwritten; the backward pass
+    is then dz = da * g (dropout_backward).
+    """
+    cdef Py_ssize_t n = a.shape[0], m = a.shape[1]
+    if g.shape[0] != n or g.shape[1] != m:
+        raise ValueError(f"dropout_forward: shape mismatch: a ({n}, {m}), g ({g.shape[0]}, "
+                         f"{g.shape[1]})")
+    if act < 0 or act > 4:
+        raise ValueError(f"dropout_forward: unknown hidden activation code {act}")
+    cdef unsigned int drop = dropout_threshold(p)
+    cdef floating scale = <floating>(1 / (1 - p))
+    if n == 0 or m == 0:
+        return
+    with nogil:
+        _dropout(&a[0, 0], &g[0, 0], n, m, m, 0, key, drop, scale, act)
+
+
+def dropout_backward(floating[:, ::1] d, const floating[:, ::1] g):
+    """d := d * g, in place: the gradient through a hidden layer's activation and dropout,
+    with g from dropout_forward. Both (n, m)."""
+    cdef Py_ssize_t n = d.shape[0], m = d.shape[1]
+    if g.shape[0] != n or g.shape[1] != m:
+        raise ValueError(f"dropout_backward: shape mismatch: d ({n}, {m}), g ({g.shape[0]}, "
+                         f"{g.shape[1]})")
+    if n == 0 or m == 0:
+        return
+    with nogil:
+        _mul(&d[0, 0], &g[0, 0], n, m, m)
 
 
 # ---------------------------------------------------------------- backward

@@ -20,6 +20,16 @@ cdef extern from "_vec.h" nogil:
                          Py_ssize_t ld, float scale)
     void nnf_col_sum_f64(double *s, const double *x, Py_ssize_t n, Py_ssize_t m,
                          Py_ssize_t ld, double scale)
+    void nnf_dropout_f32(float *a, float *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld,
+                         unsigned long long base, unsigned long long key, unsigned int drop,
+                         float scale, int act)
+    void nnf_dropout_f64(double *a, double *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld,
+                         unsigned long long base, unsigned long long key, unsigned int drop,
+                         double scale, int act)
+    void nnf_mul_f32(float *o, const float *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld)
+    void nnf_mul_f64(double *o, const double *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld)
+    unsigned long long nnf_dropout_key(unsigned long long seed, unsigned long long step,
+                                       unsigned long long layer)
     void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
                          size_t row_bytes)
     void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
@@ -95,6 +105,26 @@ cdef inline void _activation_backward(floating *dz, const floating *da, const fl
         nnf_act_backward_f32(dz, da, a, n, m, ld, act)
     else:
         nnf_act_backward_f64(dz, da, a, n, m, ld, act)
+
+
+cdef inline void _dropout(floating *a, floating *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld,
+                          unsigned long long base, unsigned long long key, unsigned int drop,
+                          floating scale, int act) noexcept nogil:
+    """Inverted dropout of a (n, m) block of act(z) (rows ld apart, at entry `base` of the
+    layer's batch array): a := a * mask * scale, g := act'(z) * mask * scale (_vec.h)."""
+    if floating is float:
+        nnf_dropout_f32(a, g, n, m, ld, base, key, drop, scale, act)
+    else:
+        nnf_dropout_f64(a, g, n, m, ld, base, key, drop, scale, act)
+
+
+cdef inline void _mul(floating *o, const floating *g, Py_ssize_t n, Py_ssize_t m,
+                      Py_ssize_t ld) noexcept nogil:
+    """o (n, m) *= g, rows ld apart: the backward pass through dropout + activation."""
+    if floating is float:
+        nnf_mul_f32(o, g, n, m, ld)
+    else:
+        nnf_mul_f64(o, g, n, m, ld)
 
 
 cdef inline void _linear_backward_params(floating *dw, floating *db, const floating *dz,

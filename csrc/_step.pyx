@@ -27,7 +27,7 @@ from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
-                   ACT_LINEAR_)
+                   _dropout, _mul, nnf_dropout_key, ACT_LINEAR_)
 
 from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
 
@@ -109,6 +109,16 @@ cdef class TrainStep:
     cdef bint nesterov
     cdef double step_size, inv_bc2
     cdef public int threads                 # team size for a step (1: the caller alone)
+    # dropout of hidden layer l (None where off): g[l] = act' * mask / (1 - p), the
+    # threshold and scale of its mask, and this step's key; the seed and step counter
+    # that make the keys
+    cdef void **g
+    cdef unsigned int *drop
+    cdef double *dscale
+    cdef unsigned long long *keys
+    cdef bint has_dropout
+    cdef object _dropout_keep
+    cdef public unsigned long long dropout_seed, dropout_step
     cdef double loss_part[64]               # NNF_MAX_THREADS
 
     def __cinit__(self):
@@ -119,6 +129,12 @@ cdef class TrainStep:
         self.sizes = NULL
         self.a = self.d = self.w = self.b = self.dw = self.db = NULL
         self.codes = NULL
+        self.g = NULL
+        self.drop = NULL
+        self.dscale = NULL
+        self.keys = NULL
+        self.has_dropout = False
+        self.dropout_seed = self.dropout_step = 0
         self.X = self.Y = NULL
         self.opt = OPT_NONE
         self.p0 = self.g0 = self.s1 = self.s2 = NULL
@@ -132,6 +148,10 @@ cdef class TrainStep:
         free(self.dw)
         free(self.db)
         free(self.codes)
+        free(self.g)
+        free(self.drop)
+        free(self.dscale)
+        free(self.keys)
 
     def __init__(self, coefs, intercepts, dcoefs, dintercepts, a, d, y, codes, int loss):
         cdef Py_ssize_t L = len(coefs), l
@@ -155,7 +175,12 @@ cdef class TrainStep:
         self.b = <void **>malloc(L * sizeof(void *))
         self.dw = <void **>malloc(L * sizeof(void *))
         self.db = <void **>malloc(L * sizeof(void *))
-        if (self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
+        self.g = <void **>malloc(L * sizeof(void *))
+        self.drop = <unsigned int *>malloc(L * sizeof(unsigned int))
+        self.dscale = <double *>malloc(L * sizeof(double))
+        self.keys = <unsigned long long *>malloc(L * sizeof(unsigned long long))
+        if (self.g == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
+                or self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
         for l in range(L + 1):
@@ -176,6 +201,35 @@ cdef class TrainStep:
             self.d[l] = NULL if l == 0 else self._pointer(d[l], (self.rows, self.sizes[l]), keep)
         self.y = self._pointer(y, (self.rows, self.sizes[L]), keep)
         self._keep = keep
+        for l in range(L):
+            self.g[l] = NULL
+
+    def set_dropout(self, rates=None, masks=None):
+        """Inverted dropout on the hidden layers during `step`: rates (L - 1 floats in
+        [0, 1); 0: none) and masks (L - 1 workspace arrays (rows, sizes[l + 1]) that get
+        act' * mask / (1 - p), or None where the rate is 0). No arguments: off. The mask
+        of a step comes from (dropout_seed, dropout_step, layer); step() increments
+        dropout_step."""
+        from nnfast._kernels import dropout_threshold
+        cdef Py_ssize_t l, L = self.n_layers
+        self.has_dropout = False
+        for l in range(L):
+            self.g[l] = NULL
+        self._dropout_keep = None
+        if rates is None:
+            return
+        if len(rates) != L - 1 or len(masks) != L - 1:
+            raise ValueError(f"TrainStep.set_dropout: expected {L - 1} rates and masks")
+        keep = []
+        for l in range(L - 1):
+            p = float(rates[l])
+            if p == 0:
+                continue
+            self.drop[l] = dropout_threshold(p)
+            self.dscale[l] = 1 / (1 - p)
+            self.g[l] = self._pointer(masks[l], (self.rows, self.sizes[l + 1]), keep)
+            self.has_dropout = True
+        self._dropout_keep = keep
 
     cdef void *_pointer(self, arr, tuple shape, list keep, bint write=True) except NULL:
         """Address of arr's data after checking dtype, C order, shape (and writability)."""
@@ -289,6 +343,10 @@ cdef class TrainStep:
         for i in range(n):
             if idx[i] < 0 or idx[i] >= n_data:
                 raise ValueError(f"TrainStep.step: index {idx[i]} out of range [0, {n_data})")
+        if self.has_dropout:
+            for i in range(self.n_layers - 1):
+                self.keys[i] = nnf_dropout_key(self.dropout_seed, self.dropout_step, i)
+            self.dropout_step += 1
         cdef StepCall call
         call.s = <void *>self
         call.X = X
@@ -429,6 +487,10 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
                 _mark(prof, s, P_GEMM_FWD, &t)
                 _bias_act(a[l + 1] + r0 * sz[l + 1], b[l], r1 - r0, sz[l + 1], sz[l + 1],
                           s.codes[l] if l < L - 1 else ACT_LINEAR_)
+                if l < L - 1 and s.g[l] != NULL:
+                    _dropout(a[l + 1] + r0 * sz[l + 1], <floating *>s.g[l] + r0 * sz[l + 1],
+                             r1 - r0, sz[l + 1], sz[l + 1], r0 * sz[l + 1], s.keys[l],
+                             s.drop[l], <floating>s.dscale[l], s.codes[l])
         else:
             nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
             if c1 > c0:
@@ -437,6 +499,9 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
                 _mark(prof, s, P_GEMM_FWD, &t)
                 _bias_act(a[l + 1] + c0, b[l] + c0, n, c1 - c0, sz[l + 1],
                           s.codes[l] if l < L - 1 else ACT_LINEAR_)  # logits; loss fuses act
+                if l < L - 1 and s.g[l] != NULL:
+                    _dropout(a[l + 1] + c0, <floating *>s.g[l] + c0, n, c1 - c0, sz[l + 1], c0,
+                             s.keys[l], s.drop[l], <floating>s.dscale[l], s.codes[l])
         _mark(prof, s, P_BIAS_ACT, &t)
         prev_by_rows = by_rows
     if not prev_by_rows:
@@ -462,8 +527,11 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
             gemm_rm(False, True, n, i1 - i0, sz[l + 1], 1, d[l + 1], sz[l + 1],
                     w[l] + i0 * sz[l + 1], sz[l + 1], 0, d[l] + i0, sz[l])
             _mark(prof, s, P_GEMM_DX, &t)
-            _activation_backward(d[l] + i0, d[l] + i0, a[l] + i0, n, i1 - i0, sz[l],
-                                 s.codes[l - 1])
+            if s.g[l - 1] != NULL:                     # through dropout + activation
+                _mul(d[l] + i0, <floating *>s.g[l - 1] + i0, n, i1 - i0, sz[l])
+            else:
+                _activation_backward(d[l] + i0, d[l] + i0, a[l] + i0, n, i1 - i0, sz[l],
+                                     s.codes[l - 1])
             _mark(prof, s, P_ACT_BWD, &t)
         if update:                       # rows i0:i1 of w[l]: read by this thread only
             if i1 > i0:

@@ -1,5 +1,5 @@
-/* Hot elementwise loops: bias + activation, activation backward, column sums, and the
- * optimizers, compiled once per x86-64 level.
+/* Hot elementwise loops: bias + activation, activation backward, dropout, column sums,
+ * and the optimizers, compiled once per x86-64 level.
  *
  * target_clones builds each function for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and a
  * baseline, and picks one at load time, so a distributable build (no -march=native)
@@ -254,6 +254,98 @@ NNF_ACT_BACKWARD(nnf_act_backward_f64, double)
     }
 NNF_COL_SUM(nnf_col_sum_f32, float)
 NNF_COL_SUM(nnf_col_sum_f64, double)
+
+/* ------------------------------------------------------------------ dropout
+ * Inverted dropout of a hidden layer, after its bias + activation. The mask is counter-
+ * based: entry c of the layer's (rows, m) batch array is kept when
+ *     h = hash32(hash32(c ^ key_lo) + key_hi) >= drop,  drop = round(p 2^32)
+ * (probability 1 - p), so it needs no generator state, and every split of the array over
+ * threads draws the same mask; the key changes every step and layer (nnf_dropout_key).
+ * hash32 is Wellons' "lowbias32" (a bijection with full avalanche); applied twice, once
+ * per key half, so two steps' masks are not shifted copies of each other. */
+static inline uint32_t nnf_hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x21f0aaadu;
+    x ^= x >> 15;
+    x *= 0x735a2d97u;
+    x ^= x >> 15;
+    return x;
+}
+
+/* splitmix64's finaliser: the key of (seed, step, layer). */
+static inline uint64_t nnf_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t nnf_dropout_key(uint64_t seed, uint64_t step, uint64_t layer)
+{
+    return nnf_mix64(nnf_mix64(nnf_mix64(seed) ^ step) ^ layer);
+}
+
+/* One dropout loop for one activation: DERIV(v) is act'(z) written from v = act(z). */
+#define NNF_DROPOUT_LOOP(T, DERIV)                                                     \
+    for (ptrdiff_t j = 0; j < m; j++) {                                                \
+        uint32_t h = nnf_hash32(nnf_hash32((c0 + (uint32_t)j) ^ k0) + k1);             \
+        T keep = h >= drop ? scale : (T)0;                                             \
+        T v = r[j];                                                                    \
+        q[j] = (DERIV) * keep;                                                         \
+        r[j] = v * keep;                                                               \
+    }
+
+/* a (n, m), rows ld apart, entry (i, j) at position base + i ld + j of the layer's batch
+ * array, holds act(z): a := a * mask / (1 - p) and g := act'(z) * mask / (1 - p)
+ * (scale = 1 / (1 - p)), so that the backward pass is dz = da * g. */
+#define NNF_DROPOUT(NAME, T)                                                           \
+    static NNF_CLONES void NAME(T *restrict a, T *restrict g, ptrdiff_t n, ptrdiff_t m, \
+                                ptrdiff_t ld, uint64_t base, uint64_t key,             \
+                                uint32_t drop, T scale, int act)                       \
+    {                                                                                  \
+        const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);                 \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T *restrict r = a + i * ld;                                                \
+            T *restrict q = g + i * ld;                                                \
+            const uint32_t c0 = (uint32_t)(base + (uint64_t)i * (uint64_t)ld);         \
+            switch (act) {                                                             \
+            case NNF_RELU:                                                             \
+                NNF_DROPOUT_LOOP(T, v > 0 ? (T)1 : (T)0)                               \
+                break;                                                                 \
+            case NNF_LEAKY_RELU:                                                       \
+                NNF_DROPOUT_LOOP(T, v > 0 ? (T)1 : (T)NNF_LEAKY_SLOPE)                 \
+                break;                                                                 \
+            case NNF_TANH:                                                             \
+                NNF_DROPOUT_LOOP(T, (T)1 - v * v)                                      \
+                break;                                                                 \
+            case NNF_SIGMOID:                                                          \
+                NNF_DROPOUT_LOOP(T, v * ((T)1 - v))                                    \
+                break;                                                                 \
+            default:                                                                   \
+                NNF_DROPOUT_LOOP(T, (T)1)                                              \
+            }                                                                          \
+        }                                                                              \
+    }
+NNF_DROPOUT(nnf_dropout_f32, float)
+NNF_DROPOUT(nnf_dropout_f64, double)
+
+/* o (n, m) *= g, rows ld apart in both: the backward pass through dropout + activation. */
+#define NNF_MUL(NAME, T)                                                               \
+    static NNF_CLONES void NAME(T *restrict o, const T *restrict g, ptrdiff_t n,      \
+                                ptrdiff_t m, ptrdiff_t ld)                             \
+    {                                                                                  \
+        if (ld == m) {                                                                 \
+            m *= n;                                                                    \
+            n = 1;                                                                     \
+        }                                                                              \
+        for (ptrdiff_t i = 0; i < n; i++)                                              \
+            for (ptrdiff_t j = 0; j < m; j++)                                          \
+                o[i * ld + j] *= g[i * ld + j];                                        \
+    }
+NNF_MUL(nnf_mul_f32, float)
+NNF_MUL(nnf_mul_f64, double)
 
 /* out[i] := x[idx[i]], i < n, rows of row_bytes bytes. Shuffled rows of a large data set
  * come from DRAM: one row at a time, each copy waits for its misses (measured ~270 ns a

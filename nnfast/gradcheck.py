@@ -6,7 +6,7 @@ import numpy as np
 from . import _validate
 
 
-def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
+def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0, dropout_seed=None):
     """Largest relative error between analytic and central-difference gradients.
 
     For every parameter array (each W and b) the error is
@@ -24,6 +24,9 @@ def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
         Check only this many randomly chosen entries per array (default: all).
     seed : int
         Chooses the entries when `n_entries` is set.
+    dropout_seed : int, optional
+        For a network with dropout: check the gradient of the loss with dropout, its masks
+        fixed by this seed (see ``Network.loss_and_grads``). Default: without dropout.
 
     Returns
     -------
@@ -36,7 +39,16 @@ def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
         raise ValueError(f"gradcheck: eps must be a positive finite number, got {eps!r}")
     if n_entries is not None:
         n_entries = _validate.check_int("gradcheck", "n_entries", n_entries, 1)
-    _, analytic = net.loss_and_grads(X, y)
+    if dropout_seed is None:
+        _, analytic = net.loss_and_grads(X, y)
+    else:
+        _, analytic = net.loss_and_grads(X, y, dropout_seed=dropout_seed)
+
+    def loss():
+        if dropout_seed is None:
+            return net.evaluate(X, y)["loss"]
+        return net.loss_and_grads(X, y, dropout_seed=dropout_seed)[0]
+
     rng = np.random.default_rng(seed)
     worst = 0.0
     for (W, b), (dW, db) in zip(net.params, analytic):
@@ -50,9 +62,9 @@ def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0):
                 keep = flat[i]
                 try:
                     flat[i] = keep + eps
-                    up = net.evaluate(X, y)["loss"]
+                    up = loss()
                     flat[i] = keep - eps
-                    down = net.evaluate(X, y)["loss"]
+                    down = loss()
                 finally:                             # restored even on Ctrl-C
                     flat[i] = keep
                 numeric[k] = (up - down) / (2 * eps)

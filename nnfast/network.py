@@ -85,13 +85,21 @@ class _Workspace:
     `rows` samples, and the compiled training step over them and the given gradient
     arrays; a short batch uses the leading rows, which stay C-contiguous."""
 
-    def __init__(self, net, rows, dcoefs, dintercepts):
+    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True):
         self.rows = rows
         self.a = [np.empty((rows, s), net.dtype) for s in net.sizes]
         self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
         self.y = np.empty((rows, net.sizes[-1]), net.dtype)
         self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
                               self.d, self.y, net._hidden_codes, LOSS_CODE[net.output])
+        if dropout and any(net.dropout):     # g[l] = act' * mask / (1 - p), per hidden layer
+            self.g = [np.empty((rows, s), net.dtype) if p else None
+                      for s, p in zip(net.sizes[1:-1], net.dropout)]
+            self.step.set_dropout(net.dropout, self.g)
+
+
+def _is_number(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def _check_names(owner, name, value, allowed):
@@ -119,7 +127,11 @@ class Network:
     dtype : np.float32 or np.float64
         Dtype of the parameters and of all computation.
     seed : int, None or np.random.Generator
-        Seeds the initialisation and the shuffling of `fit`.
+        Seeds the initialisation, the shuffling of `fit` and the dropout masks.
+    dropout : float or sequence of float in [0, 1)
+        Inverted dropout on the hidden layers while training (one rate, or one per hidden
+        layer; default 0: none): each activation is zeroed with probability p and the
+        others scaled by 1 / (1 - p), so prediction (which never drops) needs no rescaling.
 
     Notes
     -----
@@ -129,7 +141,8 @@ class Network:
     are views into it. Non-goals: convolutions, recurrent layers, GPUs, autodiff.
     """
 
-    def __init__(self, sizes, hidden="relu", output="softmax", dtype=np.float32, seed=0):
+    def __init__(self, sizes, hidden="relu", output="softmax", dtype=np.float32, seed=0,
+                 dropout=0.0):
         self.sizes = self._check_sizes(sizes)
         n_layers = len(self.sizes) - 1
         if isinstance(hidden, str):
@@ -149,6 +162,7 @@ class Network:
             raise ValueError("Network: a softmax output needs at least 2 units, got 1; "
                              "use output='sigmoid' for a single binary output")
         self.dtype = self._check_dtype(dtype)
+        self.dropout = self._check_dropout(dropout, n_layers - 1)
         if not (seed is None or isinstance(seed, np.random.Generator)
                 or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
                     and seed >= 0)):
@@ -174,6 +188,10 @@ class Network:
         self._order = None
         self._fit_lock = threading.Lock()
         self._initialize()
+        # Dropout masks come from (seed, step, layer): a seed drawn once, a step counter
+        # that every training step advances (so fit(2) == fit(1) twice).
+        self._dropout_seed = int(self._rng.integers(2**63)) if any(self.dropout) else 0
+        self._dropout_step = 0
 
     # ------------------------------------------------------------ construction helpers
 
@@ -193,6 +211,27 @@ class Network:
             raise ValueError(f"Network: {n_params} parameters for sizes {list(out)}; at most "
                              f"{MAX_PARAMS} are supported")
         return out
+
+    @staticmethod
+    def _check_dropout(dropout, n_hidden):
+        """One rate in [0, 1) per hidden layer, as a tuple of floats."""
+        if isinstance(dropout, (Sequence, np.ndarray)) and not isinstance(dropout, str):
+            rates = list(dropout)
+            if len(rates) != n_hidden:
+                raise ValueError(f"Network: dropout must be one rate or {n_hidden} rates (one "
+                                 f"per hidden layer), got {len(rates)}")
+        else:
+            rates = [dropout] * n_hidden
+            if n_hidden == 0 and _is_number(dropout) and dropout != 0:
+                raise ValueError(f"Network: dropout {dropout!r} needs hidden layers; this "
+                                 "network has none")
+        for p in rates:
+            if not _is_number(p):
+                raise TypeError(f"Network: dropout must be a number in [0, 1) or a sequence "
+                                f"of them, got {p!r}")
+            if not 0 <= p < 1:
+                raise ValueError(f"Network: dropout rates must be in [0, 1), got {p!r}")
+        return tuple(float(p) for p in rates)
 
     @staticmethod
     def _check_dtype(dtype):
@@ -231,8 +270,11 @@ class Network:
         """A table of the layers: shapes, activations, parameter counts (also returned)."""
         rows = [("layer", "weights", "bias", "activation", "parameters")]
         for l, (W, b) in enumerate(self.params):
+            act = self._layer_activation(l)
+            if l < self.n_layers - 1 and self.dropout[l]:
+                act += f" + dropout {self.dropout[l]:g}"
             rows.append((f"dense {l}", f"{W.shape[0]} x {W.shape[1]}", f"{b.shape[0]}",
-                         self._layer_activation(l), f"{W.size + b.size:,}"))
+                         act, f"{W.size + b.size:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -245,8 +287,9 @@ class Network:
         return text
 
     def __repr__(self):
+        drop = f", dropout={list(self.dropout)!r}" if any(self.dropout) else ""
         return (f"Network({list(self.sizes)}, hidden={list(self.hidden)!r}, "
-                f"output={self.output!r}, dtype={self.dtype.name})")
+                f"output={self.output!r}, dtype={self.dtype.name}{drop})")
 
     # ------------------------------------------------------------ input checks
 
@@ -346,8 +389,16 @@ class Network:
 
     # ------------------------------------------------------------ gradients
 
-    def loss_and_grads(self, X, y):
+    def loss_and_grads(self, X, y, dropout_seed=None):
         """Mean loss on (X, y) and its gradient for every parameter.
+
+        Parameters
+        ----------
+        X, y : as for `evaluate`
+        dropout_seed : int >= 0, optional
+            For a network with dropout: apply dropout with the masks of this seed (the
+            same seed gives the same masks, so the loss is a function of the parameters
+            that finite differences can check). Default: no dropout, as at prediction.
 
         Returns
         -------
@@ -357,8 +408,16 @@ class Network:
         X = self._X(X)
         n = X.shape[0]
         Y = self._Y(y, n)
+        if dropout_seed is not None:
+            dropout_seed = _validate.check_int("loss_and_grads", "dropout_seed",
+                                               dropout_seed, 0)
+            if dropout_seed >= 2**64:
+                raise ValueError(f"loss_and_grads: dropout_seed must be below 2**64, got "
+                                 f"{dropout_seed}")
         views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
-        ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views])
+        ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views],
+                        dropout=dropout_seed is not None)
+        ws.step.dropout_seed = dropout_seed or 0
         ws.step.bind(X, Y)
         with single_threaded_blas() as team:
             ws.step.threads = team
@@ -468,11 +527,13 @@ class Network:
             hist = History()
             ws.step.bind(X, Y)
             optimizer._configure(ws.step, self)
+            ws.step.dropout_seed, ws.step.dropout_step = self._dropout_seed, self._dropout_step
             try:
                 with _DeferredInterrupt() as interrupt:
                     self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
                                  val, verbose, interrupt, callbacks)
             finally:
+                self._dropout_step = ws.step.dropout_step
                 ws.step.release()
             return hist
         finally:
@@ -555,6 +616,8 @@ class Network:
                               hidden=np.array(self.hidden, dtype=str).reshape(-1),
                               output=np.array(self.output), dtype=np.array(self.dtype.name),
                               params=self._flat_params)
+                if any(self.dropout):        # optional: files without it have no dropout
+                    arrays["dropout"] = np.array(self.dropout, np.float64)
                 np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
                          checksum=np.array(_checksum(arrays)), **arrays)
                 f.flush()
@@ -572,7 +635,9 @@ class Network:
 def _checksum(arrays):
     """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
     h = hashlib.sha256()
-    for name in ("sizes", "hidden", "output", "dtype", "params"):
+    for name in ("sizes", "hidden", "output", "dtype", "params", "dropout"):
+        if name == "dropout" and name not in arrays:
+            continue
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
         h.update(a.tobytes())
@@ -625,8 +690,15 @@ def load(path):
         raise ValueError(f"load: {path!s}: params have shape {params.shape} and dtype "
                          f"{params.dtype}, expected ({n_params},) {data['dtype']}")
     try:                                       # sizes agree with the data: safe to allocate
+        dropout = data.get("dropout")
+        if dropout is not None:
+            if dropout.dtype != np.float64 or dropout.shape != (len(sizes) - 2,):
+                raise ValueError(f"dropout has dtype {dropout.dtype} and shape "
+                                 f"{dropout.shape}, expected ({len(sizes) - 2},) float64")
+            dropout = [float(p) for p in dropout]
         net = Network(sizes, hidden=[str(h) for h in data["hidden"]],
-                      output=str(data["output"]), dtype=str(data["dtype"]))
+                      output=str(data["output"]), dtype=str(data["dtype"]),
+                      dropout=0.0 if dropout is None else dropout)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
     if not _validate.all_finite(params):

@@ -72,6 +72,79 @@ def activation_backward(dz, da, a, act):
         np.copyto(dz, da)
 
 
+# ---------------------------------------------------------------- dropout
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """splitmix64's finaliser on a Python int (mod 2^64)."""
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def dropout_key(seed, step, layer):
+    """The 64-bit mask key of (seed, step, layer)."""
+    return _mix64(_mix64(_mix64(seed) ^ step) ^ layer)
+
+
+def dropout_threshold(p):
+    """round(p 2^32), at most 2^32 - 1: entries whose hash is below it are dropped."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout_threshold: p must be in [0, 1), got {p}")
+    return min(int(round(p * 4294967296.0)), 4294967295)
+
+
+def _hash32(x):
+    """lowbias32 on a uint32 array (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x21F0AAAD)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x735A2D97)
+    return x ^ (x >> np.uint32(15))
+
+
+def dropout_mask(n, m, key, p):
+    """Boolean (n, m): True where an entry of a layer's (n, m) batch array is kept."""
+    c = np.arange(n * m, dtype=np.uint64).astype(np.uint32).reshape(n, m)
+    h = _hash32(_hash32(c ^ np.uint32(key & 0xFFFFFFFF)) + np.uint32(key >> 32))
+    return h >= np.uint32(dropout_threshold(p))
+
+
+def _activation_derivative(a, act):
+    """act'(z) from a = act(z), for a hidden activation code."""
+    if act == ACT_RELU:
+        return (a > 0).astype(a.dtype)
+    if act == ACT_LEAKY_RELU:
+        return np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE))
+    if act == ACT_TANH:
+        return 1 - a * a
+    if act == ACT_SIGMOID:
+        return a * (1 - a)
+    return np.ones_like(a)
+
+
+def dropout_forward(a, g, key, p, act):
+    """a := a * mask / (1 - p);  g := act'(z) * mask / (1 - p), from a = act(z)."""
+    if not 0 <= act <= ACT_SIGMOID:
+        raise ValueError(f"dropout_forward: unknown hidden activation code {act}")
+    if g.shape != a.shape:
+        raise ValueError(f"dropout_forward: shape mismatch: a {a.shape}, g {g.shape}")
+    keep = np.where(dropout_mask(a.shape[0], a.shape[1], key, p),
+                    a.dtype.type(1 / (1 - p)), a.dtype.type(0))
+    g[...] = _activation_derivative(a, act) * keep
+    a *= keep
+
+
+def dropout_backward(d, g):
+    """d := d * g, in place."""
+    if g.shape != d.shape:
+        raise ValueError(f"dropout_backward: shape mismatch: d {d.shape}, g {g.shape}")
+    d *= g
+
+
 def linear_backward_params(dw, db, dz, x, scale):
     """dw := scale * x.T @ dz;  db := scale * dz.sum(axis=0). Outputs are overwritten."""
     if x.shape[0] == 0:
@@ -234,9 +307,12 @@ class ReferenceNetwork:
     output : "softmax", "sigmoid" or "linear"
     dtype : np.float32 or np.float64
     params : ndarray of shape (n_params,), optional; copied (default: zeros)
+    dropout : sequence of float, one rate per hidden layer (default: none). Masks come
+        from (dropout_seed, dropout_step, layer); every training step advances
+        dropout_step, as in the compiled step.
     """
 
-    def __init__(self, sizes, hidden, output, dtype=np.float32, params=None):
+    def __init__(self, sizes, hidden, output, dtype=np.float32, params=None, dropout=None):
         self.sizes = tuple(int(s) for s in sizes)
         self.n_layers = len(self.sizes) - 1
         self.hidden = tuple(hidden)
@@ -259,11 +335,16 @@ class ReferenceNetwork:
         self._output_code = OUTPUT_CODES[output]
         self._loss = _LOSS[output]
         self._ws_rows, self._ws = 0, None
+        self.dropout = tuple(dropout) if dropout is not None else (0.0,) * (self.n_layers - 1)
+        self.dropout_seed, self.dropout_step = 0, 0
 
     @classmethod
     def from_network(cls, net):
-        """A copy of `net` (an nnfast.Network): sizes, activations, dtype and weights."""
-        ref = cls(net.sizes, net.hidden, net.output, net.dtype, net._flat_params)
+        """A copy of `net` (an nnfast.Network): sizes, activations, dtype, weights and
+        dropout (rates, seed and step counter)."""
+        ref = cls(net.sizes, net.hidden, net.output, net.dtype, net._flat_params,
+                  net.dropout)
+        ref.dropout_seed, ref.dropout_step = net._dropout_seed, net._dropout_step
         if ref.layout != net._layout:
             raise ValueError("ReferenceNetwork: the network's layout differs from "
                              "build_layout(sizes)")
@@ -288,12 +369,21 @@ class ReferenceNetwork:
             a = nxt
         return a
 
-    def _backprop(self, a, d, y):
+    def _backprop(self, a, d, y, dropout=False):
         """Forward + backward on the batch in a[0], y; self.grads := mean gradient.
+        With `dropout`, the masks of (dropout_seed, dropout_step), then dropout_step += 1.
         Returns the summed loss."""
         L = self.n_layers
+        g = [None] * (L - 1)
         for l in range(L - 1):
             dense_forward(a[l + 1], a[l], self.coefs[l], self.intercepts[l], self._codes[l])
+            if dropout and self.dropout[l]:
+                g[l] = np.empty_like(a[l + 1])
+                dropout_forward(a[l + 1], g[l], dropout_key(self.dropout_seed,
+                                                            self.dropout_step, l),
+                                self.dropout[l], self._codes[l])
+        if dropout and any(self.dropout):
+            self.dropout_step += 1
         dense_forward(a[L], a[L - 1], self.coefs[L - 1], self.intercepts[L - 1], ACT_LINEAR)
         loss = self._loss(d[L], a[L], y)
         scale = 1.0 / a[0].shape[0]
@@ -301,18 +391,28 @@ class ReferenceNetwork:
             linear_backward_params(self.dcoefs[l], self.dintercepts[l], d[l + 1], a[l], scale)
             if l > 0:
                 linear_backward_input(d[l], d[l + 1], self.coefs[l])
-                activation_backward(d[l], d[l], a[l], self._codes[l - 1])
+                if g[l - 1] is not None:
+                    dropout_backward(d[l], g[l - 1])
+                else:
+                    activation_backward(d[l], d[l], a[l], self._codes[l - 1])
         return loss
 
-    def loss_and_grads(self, X, Y):
-        """(mean loss, flat gradient array of shape (n_params,)) on X (n, n_in), Y (n, n_out)."""
+    def loss_and_grads(self, X, Y, dropout_seed=None):
+        """(mean loss, flat gradient array of shape (n_params,)) on X (n, n_in), Y (n, n_out).
+        With dropout_seed, dropout with the masks of (dropout_seed, step 0)."""
         X = np.ascontiguousarray(X, self.dtype)
         Y = np.ascontiguousarray(Y, self.dtype)
         n = X.shape[0]
         a, d, y = self._workspace(n)
         a[0][...] = X
         y[...] = Y
-        loss = self._backprop(a, d, y)
+        if dropout_seed is None:
+            loss = self._backprop(a, d, y)
+        else:
+            seed, step = self.dropout_seed, self.dropout_step
+            self.dropout_seed, self.dropout_step = dropout_seed, 0
+            loss = self._backprop(a, d, y, dropout=True)
+            self.dropout_seed, self.dropout_step = seed, step
         return loss / n, self.grads.copy()
 
     def train_epoch(self, X, Y, order, batch_size, optimizer):
@@ -335,6 +435,6 @@ class ReferenceNetwork:
             y = y_full[:n]
             gather_rows(a[0], X, idx)
             gather_rows(y, Y, idx)
-            total += self._backprop(a, d, y)
+            total += self._backprop(a, d, y, dropout=True)
             optimizer.step(self.params, self.grads, self.n_decay)
         return total / order.shape[0]
