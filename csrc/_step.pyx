@@ -27,7 +27,8 @@ from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
-                   _dropout, _mul, nnf_dropout_key, ACT_LINEAR_)
+                   _dropout, _mul, nnf_dropout_key, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
+                   LOSS_SIGMOID_BCE_)
 
 from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
 
@@ -120,6 +121,8 @@ cdef class TrainStep:
     cdef object _dropout_keep
     cdef public unsigned long long dropout_seed, dropout_step
     cdef double loss_part[64]               # NNF_MAX_THREADS
+    cdef Py_ssize_t correct_part[64]
+    cdef public Py_ssize_t correct          # the last step's correct predictions
 
     def __cinit__(self):
         self.profile = False
@@ -324,7 +327,9 @@ cdef class TrainStep:
         """Gather the rows idx of the bound data, forward, backward: the gradient arrays
         get the batch's mean gradient. With t >= 1 (the optimizer's step number), the
         optimizer set by set_optimizer also updates the parameters. Returns the summed
-        loss of the batch (a float)."""
+        loss of the batch (a float). `correct` is then the batch's number of correct
+        predictions: rows whose logits' argmax is the target's (softmax), entries whose
+        logit sign agrees with the 0/1 target (sigmoid), 0 (linear)."""
         cdef Py_ssize_t n = idx.shape[0], i, n_data = self.n_data
         cdef double loss
         cdef const void *X = self.X
@@ -361,8 +366,10 @@ cdef class TrainStep:
             else:
                 nnf_parallel(_task_f32, &call, team)
         loss = 0
+        self.correct = 0
         for i in range(team):
             loss += self.loss_part[i]
+            self.correct += self.correct_part[i]
         return loss
 
 
@@ -433,6 +440,26 @@ cdef inline double _sum(const double *x, int n) noexcept nogil:
     for i in range(n):
         total += x[i]
     return total
+
+
+cdef Py_ssize_t _correct(int loss, const floating *z, const floating *y, Py_ssize_t n,
+                         Py_ssize_t m) noexcept nogil:
+    """Correct predictions of logits z (n, m) for targets y: rows with argmax z = argmax y
+    (softmax), entries with (z > 0) = (y > 0.5) (sigmoid); 0 for regression."""
+    cdef Py_ssize_t i, j, jz, jy, count = 0
+    if loss == LOSS_SOFTMAX_XENT_:
+        for i in range(n):
+            jz = jy = 0
+            for j in range(1, m):
+                if z[i * m + j] > z[i * m + jz]:
+                    jz = j
+                if y[i * m + j] > y[i * m + jy]:
+                    jy = j
+            count += jz == jy
+    elif loss == LOSS_SIGMOID_BCE_:
+        for i in range(n * m):
+            count += (z[i] > 0) == (y[i] > 0.5)
+    return count
 
 
 cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *idx,
@@ -508,6 +535,7 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
         nnf_barrier(T)                                  # the loss needs whole rows
     if r1 > r0:                                                # d[L] = y_hat - y, by rows
         loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
+    s.correct_part[tid] = _correct(s.loss, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
     s.loss_part[tid] = loss
     nnf_barrier(T)
     _mark(prof, s, P_LOSS, &t)

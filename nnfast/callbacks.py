@@ -3,9 +3,9 @@
     on_epoch_begin(net, epoch, optimizer)            before the epoch's first step
     on_epoch_end(net, epoch, logs) -> bool           after it; True stops training
 
-`epoch` counts from 0 within the call; `logs` holds "loss", "epoch_time" and, with
-validation data, "val_loss" (and "val_accuracy" for classifiers). Schedules
-(nnfast.schedules) and EarlyStopping are callbacks themselves.
+`epoch` counts from 0 within the call; `logs` holds "loss", "accuracy" (classifiers),
+"epoch_time", "lr" and, with validation data, "val_loss" (and "val_accuracy" for
+classifiers). Schedules (nnfast.schedules) and EarlyStopping are callbacks themselves.
 """
 import math
 

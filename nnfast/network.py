@@ -16,6 +16,7 @@ from . import _validate
 from ._step import TrainStep
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
+from ._progress import EpochProgress
 from .optim import get_optimizer
 
 HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
@@ -39,6 +40,9 @@ class History:
     ----------
     loss : list of float
         Mean training loss of each epoch (over the mini-batches, as they were trained).
+    accuracy : list of float
+        Training accuracy of each epoch, over the mini-batches as they were trained
+        (classifiers only: softmax and sigmoid outputs).
     batch_loss : list of float
         Loss of every mini-batch, in order.
     val_loss, val_accuracy : list of float
@@ -48,7 +52,7 @@ class History:
     """
 
     def __init__(self):
-        self.loss, self.batch_loss, self.epoch_time = [], [], []
+        self.loss, self.accuracy, self.batch_loss, self.epoch_time = [], [], [], []
         self.val_loss, self.val_accuracy = [], []
 
     def __repr__(self):
@@ -457,7 +461,9 @@ class Network:
         validation_data : (X_val, y_val), optional
             Evaluated after every epoch into ``val_loss`` / ``val_accuracy``.
         verbose : bool
-            Print one line per epoch.
+            Print one line per epoch (loss, accuracy, validation loss and accuracy,
+            seconds) and, when stdout is a terminal, a progress bar over its mini-batches
+            with the running loss.
         validation_split : float in (0, 1), optional
             Hold out this fraction of the samples (the last ones, as Keras does) for
             validation instead of `validation_data`.
@@ -541,54 +547,65 @@ class Network:
 
     def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
                 interrupt, callbacks):
+        n_batches = -(-n // rows)
+        per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
         for epoch in range(epochs):
             for cb in callbacks:
                 if hasattr(cb, "on_epoch_begin"):
                     cb.on_epoch_begin(self, epoch, optimizer)
             if callbacks:                               # a schedule may have changed lr
                 optimizer._configure(step, self)
+            progress = EpochProgress(verbose, n_batches, epoch, epochs)
             t0 = time.perf_counter()
             if shuffle:
                 self._rng.shuffle(order)
-            total = 0.0
-            with single_threaded_blas() as team:      # the step's own team does the work
-                step.threads = team
-                for k, start in enumerate(range(0, n, rows)):
-                    idx = order[start:start + rows]
-                    loss = self._train_step(step, idx, optimizer)
-                    if not math.isfinite(loss):
-                        # the step skipped its update: the weights are the last finite ones
-                        optimizer.t -= 1
-                        err = FloatingPointError(
-                            f"fit: training diverged: the loss of batch {k + 1} of epoch "
-                            f"{epoch + 1} is {loss}; the network keeps the weights of the "
-                            "step before (lower the learning rate)")
-                        err.history = hist
-                        raise err
-                    hist.batch_loss.append(loss)
-                    total += loss * idx.shape[0]
-                    if interrupt.requested:              # Ctrl-C: stop between steps
-                        err = KeyboardInterrupt()
-                        err.history = hist
-                        raise err
+            total, correct, shown = 0.0, 0, 0
+            try:
+                with single_threaded_blas() as team:   # the step's own team does the work
+                    step.threads = team
+                    for k, start in enumerate(range(0, n, rows)):
+                        idx = order[start:start + rows]
+                        loss = self._train_step(step, idx, optimizer)
+                        if not math.isfinite(loss):
+                            # the step skipped its update: the weights are the last finite
+                            optimizer.t -= 1
+                            err = FloatingPointError(
+                                f"fit: training diverged: the loss of batch {k + 1} of epoch "
+                                f"{epoch + 1} is {loss}; the network keeps the weights of "
+                                "the step before (lower the learning rate)")
+                            err.history = hist
+                            raise err
+                        hist.batch_loss.append(loss)
+                        total += loss * idx.shape[0]
+                        correct += step.correct
+                        if k + 1 - shown >= progress.every:
+                            progress.update(k + 1 - shown, total / (start + idx.shape[0]))
+                            shown = k + 1
+                        if interrupt.requested:          # Ctrl-C: stop between steps
+                            err = KeyboardInterrupt()
+                            err.history = hist
+                            raise err
+            finally:
+                progress.close()
             hist.epoch_time.append(time.perf_counter() - t0)
             hist.loss.append(total / n)
             line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
+            logs = {"loss": hist.loss[-1]}
+            if self.output != "linear":
+                hist.accuracy.append(correct / (n * per_sample))
+                line += f"  accuracy {hist.accuracy[-1]:.4f}"
+                logs["accuracy"] = hist.accuracy[-1]
             if val is not None:
                 vloss, vacc = self._loss_accuracy(*val)
                 hist.val_loss.append(vloss)
                 line += f"  val_loss {vloss:.4f}"
+                logs["val_loss"] = vloss
                 if vacc is not None:
                     hist.val_accuracy.append(vacc)
                     line += f"  val_accuracy {vacc:.4f}"
-            if verbose:
-                print(f"{line}  {hist.epoch_time[-1]:.2f}s", flush=True)
-            logs = {"loss": hist.loss[-1], "epoch_time": hist.epoch_time[-1],
-                    "lr": optimizer.lr}
-            if val is not None:
-                logs["val_loss"] = hist.val_loss[-1]
-                if hist.val_accuracy:
-                    logs["val_accuracy"] = hist.val_accuracy[-1]
+                    logs["val_accuracy"] = vacc
+            progress.line(f"{line}  {hist.epoch_time[-1]:.2f}s")
+            logs.update(epoch_time=hist.epoch_time[-1], lr=optimizer.lr)
             stop = False
             for cb in callbacks:
                 if hasattr(cb, "on_epoch_end"):
