@@ -1,21 +1,40 @@
-"""Command line: `nnfast train` (also `python -m nnfast train`).
+"""Command line: `nnfast train | evaluate | predict | bench` (also `python -m nnfast ...`).
 
-Errors in arguments or data exit with code 2 and one line on stderr, never a traceback.
+Errors in arguments, files or data exit with code 2 and one line on stderr, never a
+traceback; Ctrl-C exits with 130.
 """
 import argparse
+import functools
 import os
 import sys
+import textwrap
 
+import numpy as np
 
-from . import datasets
+from . import _bench, datasets, plots
 from ._threads import set_num_threads
-from .network import HIDDEN, Network
 from .callbacks import Callback, EarlyStopping
+from .network import HIDDEN, Network, load
 from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
-FORCING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+FORCING_VARS = _bench.SLOWING_VARS
+DATA_HELP = ("directory of MNIST-format IDX files: MNIST, Fashion-MNIST, KMNIST, ... "
+             "(default: $NNFAST_DATA, then /usr/share/datasets/fashion-mnist)")
 
+
+class CommandError(Exception):
+    """A problem the command line reports in one line, exiting with code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------ argument types
 
 def _int_list(text):
     try:
@@ -39,24 +58,61 @@ def _positive(kind):
     return parse
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="nnfast", description="Train and use multi-layer perceptrons with nnfast.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    train = sub.add_parser(
-        "train", help="train a network on Fashion-MNIST (or any MNIST-format IDX data)",
-        description="Train a dense network on Fashion-MNIST (or another directory of "
-                    "MNIST-format IDX files) and report the test accuracy and the time.")
+def _rate(text):
+    """A float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _dtype_list(text):
+    names = [s for s in text.replace(" ", "").split(",") if s]
+    if not names or any(n not in ("float32", "float64") for n in names):
+        raise argparse.ArgumentTypeError(f"expected float32 and/or float64, comma-separated, "
+                                         f"got {text!r}")
+    return names
+
+
+# ------------------------------------------------------------------ the parser
+
+def _subparser(sub, name, summary, description, examples):
+    return sub.add_parser(name, help=summary, description=textwrap.fill(description, 79),
+                          epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_threads(p):
+    p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
+                   help="threads of nnfast (default: OpenBLAS's choice, one per core)")
+
+
+def _add_train(sub):
+    train = _subparser(
+        sub, "train", "train a network on Fashion-MNIST (or any MNIST-format IDX data)",
+        "Train a dense network on Fashion-MNIST (or another directory of MNIST-format IDX "
+        "files) and report the test accuracy and the time; one line per epoch.",
+        ["nnfast train",
+         "nnfast train --hidden 512,256 --epochs 20 --dropout 0.2 --save model.npz",
+         "nnfast train --data ~/kmnist --validation-split 0.1 --early-stopping 3 "
+         "--plot curves.png"])
     train.add_argument("--hidden", type=_int_list, default=[256, 128], metavar="N,N,...",
                        help="hidden layer sizes (default: 256,128)")
     train.add_argument("--activation", choices=sorted(HIDDEN), default="relu",
                        help="hidden activation (default: relu)")
-    train.add_argument("--epochs", type=_positive(int), default=10, help="(default: 10)")
-    train.add_argument("--batch-size", type=_positive(int), default=128,
-                       help="(default: 128)")
+    train.add_argument("--dropout", type=_rate, default=0.0, metavar="P",
+                       help="drop each hidden unit with probability P while training, in "
+                            "[0, 1) (default: 0, no dropout)")
+    train.add_argument("--epochs", type=_positive(int), default=10, metavar="N",
+                       help="training epochs (default: 10)")
+    train.add_argument("--batch-size", type=_positive(int), default=128, metavar="N",
+                       help="samples per mini-batch (default: 128)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
-                       help="(default: adam)")
+                       help="adam (AdamW with --weight-decay) or sgd with momentum "
+                            "(default: adam)")
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
     train.add_argument("--momentum", type=float, default=0.9,
@@ -64,30 +120,160 @@ def build_parser():
     train.add_argument("--weight-decay", type=float, default=0.0,
                        help="decoupled (adam) or L2 (sgd) weight decay (default: 0)")
     train.add_argument("--validation-split", type=float, default=None, metavar="FRACTION",
-                       help="hold out this fraction of the training data for validation")
+                       help="hold out this fraction of the training data for validation "
+                            "(default: none)")
     train.add_argument("--early-stopping", type=_positive(int), default=None,
                        metavar="PATIENCE",
                        help="stop when the validation loss (training loss without "
                             "--validation-split) has not improved for PATIENCE epochs, "
-                            "and keep the best epoch's weights")
+                            "and keep the best epoch's weights (default: off)")
     train.add_argument("--schedule", choices=["constant", "step", "cosine", "plateau"],
                        default="constant",
                        help="learning-rate schedule: step (x0.1 every third of the "
                             "epochs), cosine (to lr/100), plateau (x0.1 after 2 epochs "
-                            "without improvement); default constant")
-    train.add_argument("--seed", type=int, default=0, help="(default: 0)")
+                            "without improvement) (default: constant)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights, shuffling and dropout (default: 0)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                       help="(default: float32)")
-    train.add_argument("--threads", type=_positive(int), default=None,
-                       help="BLAS threads (default: OpenBLAS's choice)")
-    train.add_argument("--data", metavar="DIR", default=None,
-                       help="directory of MNIST-format IDX files (default: $NNFAST_DATA, "
-                            "then /usr/share/datasets/fashion-mnist)")
+                       help="dtype of the weights and of all computation (default: float32)")
+    _add_threads(train)
+    train.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
     train.add_argument("--save", metavar="PATH", default=None,
-                       help="write the trained network to PATH (.npz)")
-    train.add_argument("--quiet", action="store_true", help="print only the final line")
+                       help="write the trained network to PATH (.npz) (default: not saved)")
+    train.add_argument("--plot", metavar="PATH", default=None,
+                       help="write a picture (PNG) of the loss and accuracy per epoch - "
+                            "training, validation, test - to PATH; needs matplotlib "
+                            "(default: none)")
+    train.add_argument("--quiet", action="store_true",
+                       help="print only the final line (default: one line per epoch too)")
+
+
+def _add_evaluate(sub):
+    ev = _subparser(
+        sub, "evaluate", "test loss, accuracy and confusion matrix of a saved model",
+        "Evaluate a saved model on the test split of a directory of MNIST-format IDX files: "
+        "test loss and accuracy, the confusion matrix (rows: true class, columns: "
+        "predicted class) and the accuracy of each class.",
+        ["nnfast evaluate --model model.npz",
+         "nnfast evaluate --model model.npz --data ~/mnist --plot confusion.png"])
+    ev.add_argument("--model", metavar="PATH", required=True,
+                    help="model file written by `nnfast train --save` or Network.save "
+                         "(required)")
+    ev.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
+    ev.add_argument("--plot", metavar="PATH", default=None,
+                    help="write a picture (PNG) of the confusion matrix to PATH; needs "
+                         "matplotlib (default: none)")
+    _add_threads(ev)
+
+
+def _add_predict(sub):
+    pr = _subparser(
+        sub, "predict", "predict the classes of samples in a .npy file",
+        "Predict with a saved model: read samples from a .npy file (2-D (n, features), or "
+        "3-D (n, rows, cols) images, flattened; uint8 is scaled by 1/255 as the data sets "
+        "are) and write the predicted class indices (int64, shape (n,)) - or with --proba "
+        "the probabilities (n, classes) - to a .npy file.",
+        ["nnfast predict --model model.npz --input images.npy --output classes.npy",
+         "nnfast predict --model model.npz --input images.npy --output proba.npy --proba"])
+    pr.add_argument("--model", metavar="PATH", required=True,
+                    help="model file written by `nnfast train --save` or Network.save "
+                         "(required)")
+    pr.add_argument("--input", metavar="PATH", required=True,
+                    help="samples, a .npy file: (n, features) or (n, rows, cols) "
+                         "(required)")
+    pr.add_argument("--output", metavar="PATH", required=True,
+                    help="where to write the predictions, a .npy file (written at exactly "
+                         "this path) (required)")
+    pr.add_argument("--proba", action="store_true",
+                    help="write probabilities instead of class indices (default: off)")
+    _add_threads(pr)
+
+
+def _add_bench(sub):
+    q, f = _bench.QUICK, _bench.FULL
+    be = _subparser(
+        sub, "bench", "time training epochs against the GEMM floor",
+        "Time one training epoch of 784-256-128-10 (ReLU, softmax, Adam) on synthetic data "
+        "next to its GEMM floor: the same matrix products alone, through nnfast's BLAS. "
+        "Prints the environment (versions, OpenBLAS variables, the BLAS kernel), then "
+        "seconds per epoch (medians) and nnfast / floor. Reruns itself without "
+        "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which force slower kernels (set "
+        "NNFAST_BENCH_KEEP_ENV=1 to keep them). For the full comparison with pure NumPy, "
+        "PyTorch and JAX on Fashion-MNIST, run `python -m bench` in a source checkout.",
+        ["nnfast bench", "nnfast bench --full",
+         "nnfast bench --batch 128 --dtype float64 --repeat 9 --threads 1"])
+    be.add_argument("--full", action="store_true",
+                    help=f"{f['samples']} samples, float32 and float64 (default: quick, "
+                         f"{q['samples']} samples, float32)")
+    be.add_argument("--batch", type=_int_list, default=None, metavar="N,N,...",
+                    help=f"batch sizes (default: {','.join(map(str, q['batch']))})")
+    be.add_argument("--dtype", type=_dtype_list, default=None, metavar="DTYPE,...",
+                    help="float32 and/or float64 (default: float32; both with --full)")
+    be.add_argument("--samples", type=_positive(int), default=None, metavar="N",
+                    help=f"samples per epoch (default: {q['samples']}; {f['samples']} "
+                         "with --full)")
+    be.add_argument("--repeat", type=_positive(int), default=None, metavar="N",
+                    help=f"timed epochs after one warm-up (default: {q['repeat']})")
+    _add_threads(be)
+
+
+def build_parser():
+    parser = _Parser(
+        prog="nnfast", description="Train and use multi-layer perceptrons with nnfast.",
+        epilog="examples:\n  nnfast train --save model.npz --plot curves.png\n"
+               "  nnfast evaluate --model model.npz --plot confusion.png\n"
+               "  nnfast predict --model model.npz --input x.npy --output y.npy\n"
+               "  nnfast bench\n\n`nnfast COMMAND --help` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_bench(sub)
     return parser
 
+
+# ------------------------------------------------------------------ shared helpers
+
+def _load_data(data_dir):
+    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package."""
+    if data_dir is not None:                   # an explicit directory is the only place looked
+        return datasets.load_mnist_format([data_dir])
+    return datasets.load_fashion_mnist()
+
+
+def _check_plot(path):
+    """Before any long work: matplotlib is there and `path` can take a picture."""
+    if path is None:
+        return
+    try:
+        plots.require_matplotlib()
+    except ImportError:
+        raise CommandError(f"--plot needs matplotlib: {plots.INSTALL_HINT}") from None
+    plots.check_output_path(path)
+
+
+def _check_folder(path):
+    """Before any long work: the folder of `path` exists."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {path}: folder {folder} does not exist")
+
+
+def _load_model(path):
+    net = load(path)
+    if net.output != "softmax":
+        raise CommandError(f"{path} is a {net.output}-output network; this command needs a "
+                           "softmax classifier")
+    return net
+
+
+def _describe(net):
+    return "-".join(str(s) for s in net.sizes)
+
+
+# ------------------------------------------------------------------ train
 
 def _schedule(args, monitor):
     third = max(1, args.epochs // 3)
@@ -98,37 +284,46 @@ def _schedule(args, monitor):
             }[args.schedule]()
 
 
-class _EpochLine(Callback):
-    """Prints one line per epoch: training loss, test loss and accuracy, seconds."""
+class _EpochLog(Callback):
+    """Records the test loss and accuracy after every epoch and, unless quiet, prints one
+    line: training loss, validation loss, test loss and accuracy, learning rate, seconds."""
 
-    def __init__(self, net, Xt, Yt, epochs):
-        self.net, self.Xt, self.Yt, self.epochs = net, Xt, Yt, epochs
+    def __init__(self, Xt, Yt, epochs, quiet):
+        self.Xt, self.Yt, self.epochs, self.quiet = Xt, Yt, epochs, quiet
+        self.test_loss, self.test_accuracy = [], []
 
     def on_epoch_end(self, net, epoch, logs):
         loss, acc = net._loss_accuracy(self.Xt, self.Yt)
-        val = f"  val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
-        print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.4f}{val}  "
-              f"test_loss {loss:.4f}  test_accuracy {acc:.4f}  lr {logs['lr']:.3g}  "
-              f"{logs['epoch_time']:.2f}s", flush=True)
+        self.test_loss.append(loss)
+        self.test_accuracy.append(acc)
+        if not self.quiet:
+            val = f"  val_loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
+            print(f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs['loss']:.4f}{val}  "
+                  f"test_loss {loss:.4f}  test_accuracy {acc:.4f}  lr {logs['lr']:.3g}  "
+                  f"{logs['epoch_time']:.2f}s", flush=True)
         return False
 
 
+def _optimizer(args):
+    if args.optimizer == "adam":
+        return Adam(lr=args.lr or 1e-3, weight_decay=args.weight_decay)
+    return SGD(lr=args.lr or 0.05, momentum=args.momentum, nesterov=False,
+               weight_decay=args.weight_decay)
+
+
 def _train(args):
-    if args.data is not None:                  # an explicit directory is the only place looked
-        (X, y), (Xt, yt) = datasets.load_mnist_format([args.data])
-    else:
-        (X, y), (Xt, yt) = datasets.load_fashion_mnist()
+    _check_plot(args.plot)
+    if args.save:
+        _check_folder(args.save)
+    (X, y), (Xt, yt) = _load_data(args.data)
     if args.threads:
         set_num_threads(args.threads)
     n_classes = int(max(y.max(), yt.max())) + 1
     sizes = [X.shape[1], *args.hidden, n_classes]
+    extra = {"dropout": args.dropout} if args.dropout > 0 else {}
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,
-                  seed=args.seed)
-    if args.optimizer == "adam":
-        opt = Adam(lr=args.lr or 1e-3, weight_decay=args.weight_decay)
-    else:
-        opt = SGD(lr=args.lr or 0.05, momentum=args.momentum, nesterov=False,
-                  weight_decay=args.weight_decay)
+                  seed=args.seed, **extra)
+    opt = _optimizer(args)
     if not args.quiet:
         print(f"nnfast: {net}, {opt}, batch {args.batch_size}, {X.shape[0]} train / "
               f"{Xt.shape[0]} test samples", flush=True)
@@ -139,33 +334,156 @@ def _train(args):
     Xt = net._X(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
     monitor = "val_loss" if args.validation_split else "loss"
-    callbacks = [_schedule(args, monitor)]
+    log = _EpochLog(Xt, Yt, args.epochs, args.quiet)
+    # The log comes first: it sees each epoch's own weights, before EarlyStopping restores.
+    callbacks = [log] if (not args.quiet or args.plot) else []
+    callbacks.append(_schedule(args, monitor))
     if args.early_stopping:
         callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping))
-    if not args.quiet:
-        callbacks.append(_EpochLine(net, Xt, Yt, args.epochs))
     hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
                    verbose=False, validation_split=args.validation_split,
                    callbacks=callbacks)
     train_seconds = sum(hist.epoch_time)
-    args.epochs = len(hist.epoch_time)          # fewer when stopped early
+    epochs = len(hist.epoch_time)               # fewer when stopped early
     loss, acc = net._loss_accuracy(Xt, Yt)
-    print(f"test accuracy {acc:.4f}  test loss {loss:.4f}  ({args.epochs} epochs, "
-          f"{train_seconds:.2f} s training, {train_seconds / args.epochs:.3f} s/epoch)")
+    print(f"test accuracy {acc:.4f}  test loss {loss:.4f}  ({epochs} epochs, "
+          f"{train_seconds:.2f} s training, {train_seconds / epochs:.3f} s/epoch)")
     if args.save:
         net.save(args.save)
         if not args.quiet:
             print(f"saved to {args.save}")
+    if args.plot:
+        plots.plot_training_curves(args.plot, hist, log.test_loss, log.test_accuracy,
+                                   title=f"nnfast {_describe(net)}")
+        if not args.quiet:
+            print(f"plotted to {args.plot}")
     return 0
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+# ------------------------------------------------------------------ evaluate
+
+def format_confusion(counts):
+    """Lines of a confusion matrix: a header of class indices, then one row per true class
+    with its counts and the class's accuracy, columns right-aligned."""
+    k = counts.shape[0]
+    corner = "true\\pred"
+    width = max(len(str(int(counts.max()))), len(str(k - 1)), 3)
+    label = max(len(corner), len(str(k - 1)))
+    lines = [f"{corner:>{label}}  " + " ".join(f"{j:>{width}}" for j in range(k))
+             + "  accuracy"]
+    for i in range(k):
+        total = counts[i].sum()
+        acc = f"{counts[i, i] / total:.4f}" if total else "-"
+        lines.append(f"{i:>{label}}  " + " ".join(f"{int(c):>{width}}" for c in counts[i])
+                     + f"  {acc:>8}")
+    return lines
+
+
+def _evaluate(args):
+    _check_plot(args.plot)
+    net = _load_model(args.model)
+    _, (Xt, yt) = _load_data(args.data)
+    if Xt.shape[1] != net.sizes[0]:
+        raise CommandError(f"{args.model} expects {net.sizes[0]} features per sample, the "
+                           f"test images have {Xt.shape[1]}")
+    if yt.max() >= net.sizes[-1]:
+        raise CommandError(f"{args.model} has {net.sizes[-1]} classes, the test labels go "
+                           f"up to {int(yt.max())}")
+    if args.threads:
+        set_num_threads(args.threads)
+    scores = net.evaluate(Xt, yt)
+    counts = plots.confusion_matrix(yt, net.predict(Xt), net.sizes[-1])
+    print(f"model {_describe(net)} on {Xt.shape[0]} test samples")
+    print(f"test loss {scores['loss']:.4f}  test accuracy {scores['accuracy']:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted class):")
+    print("\n".join(format_confusion(counts)))
+    if args.plot:
+        plots.plot_confusion_matrix(args.plot, counts, title=f"nnfast {_describe(net)}: "
+                                    f"test accuracy {scores['accuracy']:.4f}")
+        print(f"plotted to {args.plot}")
+    return 0
+
+
+# ------------------------------------------------------------------ predict
+
+def read_samples(path, n_features):
+    """Samples from a .npy file as (n, n_features): 3-D images are flattened, uint8 is
+    scaled by 1/255. CommandError naming the file for anything else."""
     try:
-        return _train(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"nnfast {args.command}: error: {exc}", file=sys.stderr)
+        X = np.load(os.fspath(path), allow_pickle=False)
+    except OSError:                 # missing or unreadable: the OS's message names it
+        raise
+    except Exception as exc:        # not .npy, damaged, pickled objects, ...
+        raise CommandError(f"{path} is not a readable .npy file: {exc}") from None
+    if not isinstance(X, np.ndarray):
+        X.close()
+        raise CommandError(f"{path} is an .npz archive; expected one array in a .npy file")
+    if X.ndim == 3:
+        X = X.reshape(X.shape[0], -1)
+    if X.ndim != 2 or X.shape[1] != n_features or X.shape[0] == 0:
+        raise CommandError(f"{path} holds an array of shape {X.shape}; the model expects "
+                           f"(n, {n_features}) or (n, rows, cols) with rows * cols = "
+                           f"{n_features}, n >= 1")
+    if X.dtype == np.uint8:
+        X = X.astype(np.float32) / 255.0
+    return X
+
+
+def _predict(args):
+    net = _load_model(args.model)
+    X = read_samples(args.input, net.sizes[0])
+    _check_folder(args.output)
+    if args.threads:
+        set_num_threads(args.threads)
+    if args.proba:
+        out, what = net.predict_proba(X), "probabilities"
+    else:
+        out, what = net.predict(X), "class indices"
+    with open(args.output, "wb") as f:        # np.save(name) would append ".npy"
+        np.save(f, out)
+    print(f"predicted {X.shape[0]} samples with {args.model} ({_describe(net)}): {what}, "
+          f"{out.dtype} {out.shape} -> {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------ bench
+
+def _bench_command(args):
+    if _bench.slowing_vars_set():
+        return _bench.clean_rerun(args.argv)
+    preset = _bench.FULL if args.full else _bench.QUICK
+    if args.threads:
+        set_num_threads(args.threads)
+    out = functools.partial(print, flush=True)
+    out("\n".join(_bench.environment_lines()))
+    try:
+        _bench.run(args.batch or preset["batch"], args.dtype or preset["dtype"],
+                   args.samples or preset["samples"], args.repeat or preset["repeat"], out)
+    except RuntimeError as exc:               # nnfast differs from NumPy: no timings
+        print(f"nnfast bench: {exc}", file=sys.stderr)
+        return 1
+    out("\nx floor: nnfast's epoch over the time of its matrix products alone. Full "
+        "comparison (NumPy, PyTorch, JAX): python -m bench in a source checkout.")
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict,
+            "bench": _bench_command}
+
+
+def main(argv=None):
+    """Run `nnfast` with `argv` (default: sys.argv[1:]); return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return COMMANDS[args.command](args)
+    except (CommandError, ValueError, TypeError, OSError, FloatingPointError,
+            MemoryError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"nnfast {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nnfast {args.command}: interrupted", file=sys.stderr)

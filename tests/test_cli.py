@@ -1,5 +1,6 @@
 """The command line, end to end on a tiny MNIST-format data set written by the test."""
 import gzip
+import inspect
 import os
 import struct
 import subprocess
@@ -18,6 +19,14 @@ def _write_idx(path, arr):
     header += b"".join(struct.pack(">I", d) for d in arr.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + arr.tobytes())
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """--threads sets nnfast's thread count for the whole process: put it back."""
+    n = nf.get_num_threads()
+    yield
+    nf.set_num_threads(n)
 
 
 @pytest.fixture
@@ -71,7 +80,8 @@ def test_bad_arguments_exit_2(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
 
 
 def test_module_entry_point(tiny_data):
@@ -104,3 +114,386 @@ def test_bad_validation_split_is_one_line_and_exit_2(tiny_data, capsys):
     rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--validation-split", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "validation_split" in err[0]
+
+
+# ------------------------------------------------------------------ helpers
+
+def _one_line_error(capsys, rc, *words):
+    """The command failed with exit 2 and exactly one line on stderr containing `words`."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "Traceback" not in err[0]
+    for w in words:
+        assert w in err[0], err[0]
+    return err[0]
+
+
+def _assert_png(path):
+    """A real picture: PNG signature, more than 100 x 100 pixels, > 5 KB, several colours."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+    assert len(data) > 5000
+    image = pytest.importorskip("matplotlib.image").imread(path)
+    assert image.reshape(-1, image.shape[-1]).std(axis=0).max() > 0.05
+
+
+def _run(args, cwd, **env):
+    """`python -m nnfast args` in a fresh process, from `cwd` (outside the source tree,
+    which has no compiled modules on a clean clone and would shadow the installed ones)."""
+    return subprocess.run([sys.executable, "-m", "nnfast", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **env))
+
+
+@pytest.fixture
+def trained(tiny_data, tmp_path_factory):
+    """A model trained on tiny_data by `nnfast train --save`."""
+    model = tmp_path_factory.mktemp("model") / "m.npz"
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "3",
+               "--batch-size", "16", "--lr", "0.01", "--save", str(model), "--quiet"])
+    assert rc == 0
+    return model
+
+
+def _confusion_rows(out, k):
+    """The k rows of counts printed under the header row of `nnfast evaluate`."""
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.lstrip().startswith("true\\pred"))
+    assert lines[top].split()[1:] == [str(j) for j in range(k)] + ["accuracy"]
+    rows = [line.split() for line in lines[top + 1:top + 1 + k]]
+    assert [r[0] for r in rows] == [str(i) for i in range(k)]
+    return np.array([[int(c) for c in r[1:k + 1]] for r in rows]), [r[-1] for r in rows]
+
+
+# ------------------------------------------------------------------ evaluate
+
+def test_evaluate_prints_loss_accuracy_and_the_confusion_matrix(tiny_data, trained, capsys):
+    rc = main(["evaluate", "--model", str(trained), "--data", str(tiny_data)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    net = nf.load(trained)
+    _, (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    pred = net.predict(Xt)
+    expected = np.zeros((3, 3), np.int64)
+    np.add.at(expected, (yt, pred), 1)
+    counts, per_class = _confusion_rows(out, 3)
+    np.testing.assert_array_equal(counts, expected)
+    assert [float(a) for a in per_class] == pytest.approx(
+        [np.mean(pred[yt == k] == k) for k in range(3)], abs=1e-4)
+    scores = net.evaluate(Xt, yt)
+    line = next(line for line in out.splitlines() if line.startswith("test loss"))
+    assert float(line.split()[2]) == pytest.approx(scores["loss"], abs=1e-4)
+    assert float(line.split()[5]) == pytest.approx(scores["accuracy"], abs=1e-4)
+
+
+def test_confusion_matrix_text_is_aligned():
+    from nnfast.cli import format_confusion
+    counts = np.array([[1234, 5, 0], [7, 89, 0], [0, 0, 0]])
+    lines = format_confusion(counts)
+    assert len({len(line) for line in lines}) == 1              # every row as wide
+    assert lines[1].split() == ["0", "1234", "5", "0", "0.9960"]     # 1234 / 1239
+    assert lines[3].split() == ["2", "0", "0", "0", "-"]        # no samples of class 2
+    big = format_confusion(np.eye(12, dtype=np.int64))
+    assert len({len(line) for line in big}) == 1 and big[0].split()[-2] == "11"
+
+
+def test_evaluate_plot_writes_a_png(tiny_data, trained, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "confusion.png"
+    rc = main(["evaluate", "--model", str(trained), "--data", str(tiny_data),
+               "--plot", str(png)])
+    assert rc == 0 and f"plotted to {png}" in capsys.readouterr().out
+    _assert_png(png)
+
+
+def test_evaluate_feature_count_mismatch(tiny_data, tmp_path, capsys):
+    model = tmp_path / "five.npz"
+    nf.Network([5, 4, 3]).save(model)                  # the data has 16 features
+    rc = main(["evaluate", "--model", str(model), "--data", str(tiny_data)])
+    _one_line_error(capsys, rc, "5 features", "16")
+
+
+def test_evaluate_too_few_classes(tiny_data, tmp_path, capsys):
+    model = tmp_path / "two.npz"
+    nf.Network([16, 4, 2]).save(model)                 # the data has 3 classes
+    rc = main(["evaluate", "--model", str(model), "--data", str(tiny_data)])
+    _one_line_error(capsys, rc, "2 classes")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_bad_model_file(tiny_data, tmp_path, capsys, command):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a model")
+    np.save(tmp_path / "x.npy", np.zeros((2, 16), np.float32))
+    args = {"evaluate": ["--data", str(tiny_data)],
+            "predict": ["--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "p.npy")]}
+    rc = main([command, "--model", str(bad), *args[command]])
+    _one_line_error(capsys, rc, "bad.npz")
+    rc = main([command, "--model", str(tmp_path / "absent.npz"), *args[command]])
+    _one_line_error(capsys, rc, "absent.npz")
+
+
+def test_regression_model_is_refused(tiny_data, tmp_path, capsys):
+    model = tmp_path / "linear.npz"
+    nf.Network([16, 4, 3], output="linear").save(model)
+    rc = main(["evaluate", "--model", str(model), "--data", str(tiny_data)])
+    _one_line_error(capsys, rc, "softmax")
+
+
+# ------------------------------------------------------------------ data directories
+
+def test_missing_data_dir_for_evaluate(trained, tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(trained), "--data", str(tmp_path / "nowhere")])
+    _one_line_error(capsys, rc, "not found", "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "count"])
+def test_malformed_idx_files(tiny_data, trained, capsys, damage):
+    labels = tiny_data / "t10k-labels-idx1-ubyte.gz"
+    if damage == "garbage":
+        labels.write_bytes(b"this is not an IDX file at all")
+    elif damage == "truncated":
+        labels.write_bytes(gzip.decompress(labels.read_bytes())[:-5])
+    else:                                                 # 89 labels for 90 images
+        _write_idx(labels, (np.arange(89) % 3).astype(np.uint8))
+    for args in (["train", "--epochs", "1"], ["evaluate", "--model", str(trained)]):
+        rc = main([*args, "--data", str(tiny_data)])
+        _one_line_error(capsys, rc, "t10k-")
+
+
+def test_any_mnist_format_directory(tmp_path, capsys):
+    """Raw (uncompressed) IDX files of another shape and class count (KMNIST-like)."""
+    rng = np.random.default_rng(1)
+    for part, n in (("train", 200), ("t10k", 50)):
+        y = (np.arange(n) % 5).astype(np.uint8)
+        X = rng.integers(0, 255, (n, 3, 5)).astype(np.uint8)
+        for name, arr in (("images-idx3", X), ("labels-idx1", y)):
+            raw = tmp_path / f"{part}-{name}-ubyte"
+            _write_idx(raw, arr)
+            raw.write_bytes(gzip.decompress(raw.read_bytes()))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tmp_path), "--hidden", "4", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    assert nf.load(model).sizes == (15, 4, 5)
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path)]) == 0
+    assert len(_confusion_rows(capsys.readouterr().out, 5)[0]) == 5
+
+
+# ------------------------------------------------------------------ train --plot, --dropout
+
+def test_train_plot_writes_a_png(tiny_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "4",
+               "--batch-size", "16", "--validation-split", "0.2", "--plot", str(png),
+               "--quiet"])
+    assert rc == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1    # --quiet still quiet
+    _assert_png(png)
+
+
+def test_plot_path_is_checked_before_training(tiny_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for path, words in ((tmp_path / "no" / "c.png", ["does not exist"]),
+                        (tmp_path / "c.xyz", ["unknown picture format", "xyz"])):
+        rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--plot", str(path)])
+        _one_line_error(capsys, rc, *words)
+        assert capsys.readouterr().out == ""
+
+
+def test_save_folder_is_checked_before_training(tiny_data, tmp_path, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1",
+               "--save", str(tmp_path / "no" / "m.npz")])
+    _one_line_error(capsys, rc, "does not exist")
+    assert capsys.readouterr().out == ""
+
+
+NO_MATPLOTLIB = ("import sys; sys.modules['matplotlib'] = None; "
+                 "from nnfast.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_plot_without_matplotlib(tiny_data, trained, tmp_path, command):
+    args = {"train": ["--epochs", "1"], "evaluate": ["--model", str(trained)]}[command]
+    proc = subprocess.run([sys.executable, "-c", NO_MATPLOTLIB, command, *args,
+                           "--data", str(tiny_data), "--plot", str(tmp_path / "p.png")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"nnfast {command}: error: --plot needs matplotlib: "
+                                   "pip install nnfast[plot]")
+    assert proc.stdout == ""                              # checked before any work
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.skipif("dropout" not in inspect.signature(nf.Network).parameters,
+                    reason="Network has no dropout yet")
+def test_train_dropout(tiny_data, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "8,8", "--epochs", "4",
+               "--batch-size", "16", "--lr", "0.01", "--dropout", "0.25",
+               "--save", str(model)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "dropout" in out.splitlines()[0]
+    assert float(out.split("test accuracy")[1].split()[0]) > 0.8
+    assert nf.load(model).dropout == (0.25, 0.25)
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "x"])
+def test_bad_dropout(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--dropout", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dropout" in err[0]
+
+
+def test_diverging_training_is_one_line(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "3", "--optimizer", "sgd",
+               "--lr", "1e30", "--quiet"])
+    _one_line_error(capsys, rc, "diverged")
+
+
+# ------------------------------------------------------------------ predict
+
+def _images(tiny_data):
+    """The test images of tiny_data as the (n, 4, 4) uint8 array of the IDX file."""
+    return nf.datasets.load_idx(tiny_data / "t10k-images-idx3-ubyte.gz")
+
+
+def test_predict_classes_and_probabilities(tiny_data, trained, tmp_path, capsys):
+    net = nf.load(trained)
+    images = _images(tiny_data)
+    X = images.reshape(len(images), -1).astype(np.float32) / 255
+    np.save(tmp_path / "images.npy", images)                    # 3-D uint8
+    np.save(tmp_path / "X.npy", X)                              # 2-D float32
+    for name in ("images.npy", "X.npy"):
+        out = tmp_path / "classes"                              # written as named
+        rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / name),
+                   "--output", str(out)])
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert rc == 0 and len(lines) == 1 and "90 samples" in lines[0]
+        pred = np.load(out)
+        assert pred.dtype == np.int64
+        np.testing.assert_array_equal(pred, net.predict(X))
+    rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / "images.npy"),
+               "--output", str(tmp_path / "p.npy"), "--proba"])
+    assert rc == 0
+    proba = np.load(tmp_path / "p.npy")
+    assert proba.shape == (90, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(proba, net.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("1-D", ["shape (16,)"]), ("features", ["shape (5, 7)", "16"]),
+    ("4-D", ["shape (2, 1, 4, 4)"]), ("empty", ["shape (0, 16)"]),
+    ("objects", ["not a readable .npy"]), ("text", ["not a readable .npy"]),
+    ("npz", [".npz archive"]), ("missing", ["absent.npy"]),
+    ("strings", ["dtype"]), ("nan", ["NaN"])])
+def test_predict_bad_input(trained, tmp_path, capsys, case, words):
+    path = tmp_path / ("absent.npy" if case == "missing" else "x.npy")
+    arrays = {"1-D": np.zeros(16), "features": np.zeros((5, 7)),
+              "4-D": np.zeros((2, 1, 4, 4), np.uint8), "empty": np.zeros((0, 16)),
+              "strings": np.array([["a"] * 16]), "nan": np.full((2, 16), np.nan)}
+    if case in arrays:
+        np.save(path, arrays[case])
+    elif case == "objects":
+        np.save(path, np.array([[object()] * 16], dtype=object), allow_pickle=True)
+    elif case == "text":
+        path.write_text("1,2,3\n")
+    elif case == "npz":
+        with open(path, "wb") as f:
+            np.savez(f, x=np.zeros((2, 16)))
+    rc = main(["predict", "--model", str(trained), "--input", str(path),
+               "--output", str(tmp_path / "p.npy")])
+    _one_line_error(capsys, rc, *words)
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_predict_entry_point(tiny_data, trained, tmp_path):
+    np.save(tmp_path / "images.npy", _images(tiny_data))
+    proc = _run(["predict", "--model", str(trained), "--input", "images.npy",
+                 "--output", "p.npy"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("predicted 90 samples")
+    assert np.load(tmp_path / "p.npy").shape == (90,)
+
+
+# ------------------------------------------------------------------ bench
+
+def test_bench_prints_a_table(tmp_path):
+    proc = _run(["bench", "--batch", "64", "--samples", "256", "--repeat", "1"], cwd=tmp_path,
+                OPENBLAS_CORETYPE="Haswell")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "unset for this benchmark: OPENBLAS_CORETYPE=Haswell" in out   # rerun cleanly
+    assert "nnfast BLAS threads: 1" in out
+    assert ("kernel=" in out) or ("BLAS kernel: unknown" in out)
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["batch", "dtype"])
+    row = lines[top + 2].split()
+    assert row[:3] == ["64", "float32", "4"] and len(row) == 8
+    assert all(float(c) > 0 for c in row[3:])
+
+
+def test_bench_in_process_without_forcing_variables(monkeypatch, capsys):
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    rc = main(["bench", "--batch", "32", "--dtype", "float64", "--samples", "64",
+               "--repeat", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert any(line.split()[:3] == ["32", "float64", "2"] for line in out.splitlines())
+    assert "python -m bench" in out
+
+
+def test_bench_stops_when_nnfast_differs_from_numpy(monkeypatch, capsys):
+    from nnfast import _bench
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    monkeypatch.setitem(_bench.TOLERANCE, "float32", -1.0)       # nothing passes
+    rc = main(["bench", "--batch", "32", "--samples", "64", "--repeat", "1"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "differs from NumPy" in captured.err
+    assert "x floor" not in captured.out
+
+
+# ------------------------------------------------------------------ help
+
+COMMANDS = ["train", "evaluate", "predict", "bench"]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert all(c in out for c in COMMANDS) and "examples:" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_mentions_every_option_with_its_default(command, capsys):
+    from nnfast.cli import build_parser
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert sub.description and "examples:" in out and f"nnfast {command}" in out
+    options = [a for a in sub._actions if a.option_strings != ["-h", "--help"]]
+    assert options
+    for action in options:
+        assert action.option_strings[-1] in out
+        assert "default" in action.help or "required" in action.help, action.option_strings
+
+
+@pytest.mark.parametrize("args", [["evaluate"], ["predict", "--model", "m.npz"],
+                                  ["bench", "--dtype", "float16"], ["bench", "--batch", "x"]])
+def test_usage_errors_are_one_line(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "--help" in err[0]
