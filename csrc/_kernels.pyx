@@ -21,7 +21,8 @@ from cython cimport floating
 from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_num_threads
 from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params,
                    _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
-                   _gather_rows, _dropout, _mul, nnf_dropout_key)
+                   _gather_rows, _gather_convert, _dropout, _mul, nnf_dropout_key,
+                   SRC_UINT8_, SRC_FLOAT32_, SRC_FLOAT64_)
 
 # Activation codes (shared with nnfast/network.py through the module attributes).
 ACT_LINEAR = 0
@@ -255,6 +256,36 @@ def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t
         return
     with nogil:
         _gather_rows(&out[0, 0], &x[0, 0], &idx[0], n, m)
+
+
+ctypedef unsigned char uchar
+
+ctypedef fused source:
+    uchar
+    float
+    double
+
+
+def gather_rows_scaled(floating[:, ::1] out, const source[:, ::1] x,
+                       const Py_ssize_t[::1] idx, double scale):
+    """out[i] := x[idx[i]] * scale for i < len(idx), converted to out's dtype
+    x (N, m) of uint8, float32 or float64; idx (n,) of np.intp in [0, N); out (>= n, m).
+    Each entry is converted to out's dtype, then multiplied by scale in that dtype.
+    """
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i, n_rows = x.shape[0]
+    cdef int src = (SRC_UINT8_ if source is uchar else
+                    SRC_FLOAT32_ if source is float else SRC_FLOAT64_)
+    if out.shape[0] < n or out.shape[1] != m:
+        raise ValueError(f"gather_rows_scaled: out ({out.shape[0]}, {out.shape[1]}) cannot "
+                         f"hold {n} rows of {m}")
+    for i in range(n):
+        if idx[i] < 0 or idx[i] >= n_rows:
+            raise ValueError(f"gather_rows_scaled: index {idx[i]} out of range [0, {n_rows})")
+    if n == 0 or m == 0:
+        return
+    with nogil:
+        _gather_convert(&out[0, 0], <const void *>&x[0, 0], src, &idx[0], n, m,
+                        <floating>scale)
 
 
 # ---------------------------------------------------------------- plain matrix product

@@ -30,6 +30,18 @@ cdef extern from "_vec.h" nogil:
     void nnf_mul_f64(double *o, const double *g, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld)
     unsigned long long nnf_dropout_key(unsigned long long seed, unsigned long long step,
                                        unsigned long long layer)
+    void nnf_gather_f32_u8(float *out, const unsigned char *x, const Py_ssize_t *idx,
+                           Py_ssize_t n, Py_ssize_t m, float scale)
+    void nnf_gather_f32_f32(float *out, const float *x, const Py_ssize_t *idx, Py_ssize_t n,
+                            Py_ssize_t m, float scale)
+    void nnf_gather_f32_f64(float *out, const double *x, const Py_ssize_t *idx, Py_ssize_t n,
+                            Py_ssize_t m, float scale)
+    void nnf_gather_f64_u8(double *out, const unsigned char *x, const Py_ssize_t *idx,
+                           Py_ssize_t n, Py_ssize_t m, double scale)
+    void nnf_gather_f64_f32(double *out, const float *x, const Py_ssize_t *idx, Py_ssize_t n,
+                            Py_ssize_t m, double scale)
+    void nnf_gather_f64_f64(double *out, const double *x, const Py_ssize_t *idx, Py_ssize_t n,
+                            Py_ssize_t m, double scale)
     void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
                          size_t row_bytes)
     void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
@@ -51,6 +63,12 @@ cdef enum:
     ACT_TANH_ = 3
     ACT_SIGMOID_ = 4
     ACT_SOFTMAX_ = 5
+
+# Element types of a data source for _gather_convert.
+cdef enum:
+    SRC_UINT8_ = 0
+    SRC_FLOAT32_ = 1
+    SRC_FLOAT64_ = 2
 
 # Loss codes of the output layer.
 cdef enum:
@@ -227,3 +245,22 @@ cdef inline void _gather_rows(floating *out, const floating *x, const Py_ssize_t
                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """out[i] := x[idx[i]], i < n, rows of m entries (rows ahead are prefetched)."""
     nnf_gather_rows(<char *>out, <const char *>x, idx, n, m * sizeof(floating))
+
+
+cdef inline void _gather_convert(floating *out, const void *x, int src, const Py_ssize_t *idx,
+                                 Py_ssize_t n, Py_ssize_t m, floating scale) noexcept nogil:
+    """out[i] := x[idx[i]] * scale, i < n, rows of m entries of the SRC_* type `src`."""
+    if floating is float:
+        if src == SRC_UINT8_:
+            nnf_gather_f32_u8(out, <const unsigned char *>x, idx, n, m, scale)
+        elif src == SRC_FLOAT32_:
+            nnf_gather_f32_f32(out, <const float *>x, idx, n, m, scale)
+        else:
+            nnf_gather_f32_f64(out, <const double *>x, idx, n, m, scale)
+    else:
+        if src == SRC_UINT8_:
+            nnf_gather_f64_u8(out, <const unsigned char *>x, idx, n, m, scale)
+        elif src == SRC_FLOAT32_:
+            nnf_gather_f64_f32(out, <const float *>x, idx, n, m, scale)
+        else:
+            nnf_gather_f64_f64(out, <const double *>x, idx, n, m, scale)

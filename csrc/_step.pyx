@@ -27,7 +27,8 @@ from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
-                   _dropout, _mul, nnf_dropout_key, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
+                   _dropout, _mul, nnf_dropout_key, _gather_convert, SRC_UINT8_,
+                   SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
                    LOSS_SIGMOID_BCE_)
 
 from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
@@ -93,6 +94,8 @@ cdef class TrainStep:
     cdef void *y
     cdef const void *X
     cdef const void *Y
+    cdef int x_src                          # X's SRC_* type, -1: the step's dtype, unscaled
+    cdef double x_scale
     cdef int *codes
     cdef int loss
     cdef bint is_double
@@ -246,15 +249,30 @@ cdef class TrainStep:
         keep.append(arr)
         return <void *><size_t>arr.ctypes.data
 
-    def bind(self, X, Y):
+    def bind(self, X, Y, double x_scale=1.0):
         """Use X (N, sizes[0]) and Y (N, sizes[-1]) as the training data (checked arrays,
-        kept alive until the next bind)."""
+        kept alive until the next bind). X may be uint8, float32 or float64 (an np.memmap
+        too): its rows are converted to the step's dtype and multiplied by x_scale as
+        each mini-batch is gathered; Y has the step's dtype."""
         keep = []
         n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else -1
         if n < 1:
             raise ValueError("TrainStep.bind: X must be a non-empty 2-D array")
-        self.X = self._pointer(X, (n, self.sizes[0]), keep, False)
+        if X.dtype == self.dtype and x_scale == 1:
+            src = -1
+        elif X.dtype in (np.uint8, np.float32, np.float64):
+            src = {"uint8": SRC_UINT8_, "float32": SRC_FLOAT32_,
+                   "float64": SRC_FLOAT64_}[X.dtype.name]
+        else:
+            raise ValueError(f"TrainStep.bind: X must be uint8, float32 or float64, got "
+                             f"{X.dtype}")
+        if not (X.flags.c_contiguous and X.shape == (n, self.sizes[0])):
+            raise ValueError(f"TrainStep.bind: X must be C-contiguous of shape (N, "
+                             f"{self.sizes[0]}), got {X.shape}")
+        keep.append(X)
         self.Y = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        self.X = <const void *><size_t>X.ctypes.data
+        self.x_src, self.x_scale = src, x_scale
         self.n_data = n
         self._data = keep
 
@@ -497,7 +515,11 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
     nnf_part(n, tid, T, 1, &r0, &r1)
     m = sz[L]
     if r1 > r0:
-        _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
+        if s.x_src < 0:
+            _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
+        else:
+            _gather_convert(a[0] + r0 * sz[0], X, s.x_src, idx + r0, r1 - r0, sz[0],
+                            <floating>s.x_scale)
         _gather_rows(y + r0 * m, <const floating *>Y, idx + r0, r1 - r0, m)
     _mark(prof, s, P_GATHER, &t)
     for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])

@@ -367,6 +367,37 @@ static void nnf_gather_rows(char *restrict out, const char *restrict x,
     }
 }
 
+/* out[i] := x[idx[i]] * scale, i < n, converting rows of m entries of type FROM (uint8
+ * images, or the other float type) to TO: streamed data is converted one mini-batch at a
+ * time, never all at once. The same prefetching as nnf_gather_rows. */
+#define NNF_GATHER_CONVERT(NAME, TO, FROM)                                             \
+    static NNF_CLONES void NAME(TO *restrict out, const FROM *restrict x,              \
+                                const ptrdiff_t *restrict idx, ptrdiff_t n,            \
+                                ptrdiff_t m, TO scale)                                 \
+    {                                                                                  \
+        const size_t row_bytes = (size_t)m * sizeof(FROM);                             \
+        for (ptrdiff_t i = 0; i < n && i < NNF_GATHER_AHEAD; i++)                      \
+            for (size_t off = 0; off < row_bytes; off += 64)                           \
+                __builtin_prefetch((const char *)(x + idx[i] * m) + off, 0, 3);        \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            if (i + NNF_GATHER_AHEAD < n) {                                            \
+                const char *ahead = (const char *)(x + idx[i + NNF_GATHER_AHEAD] * m);  \
+                for (size_t off = 0; off < row_bytes; off += 64)                       \
+                    __builtin_prefetch(ahead + off, 0, 3);                             \
+            }                                                                          \
+            const FROM *restrict r = x + idx[i] * m;                                   \
+            TO *restrict o = out + i * m;                                              \
+            for (ptrdiff_t j = 0; j < m; j++)                                          \
+                o[j] = (TO)r[j] * scale;                                               \
+        }                                                                              \
+    }
+NNF_GATHER_CONVERT(nnf_gather_f32_u8, float, uint8_t)
+NNF_GATHER_CONVERT(nnf_gather_f32_f32, float, float)
+NNF_GATHER_CONVERT(nnf_gather_f32_f64, float, double)
+NNF_GATHER_CONVERT(nnf_gather_f64_u8, double, uint8_t)
+NNF_GATHER_CONVERT(nnf_gather_f64_f32, double, float)
+NNF_GATHER_CONVERT(nnf_gather_f64_f64, double, double)
+
 /* Adam/AdamW over p[0:n]: m := beta1 m + c1 g, v := beta2 v + c2 g^2 in place;
  * p := decay * p - step_size * m / (sqrt(v * inv_bc2) + eps), decay = 1 - lr * weight_decay.
  * c1 = 1 - beta1 and c2 = 1 - beta2 come from the caller, computed in double: in float,

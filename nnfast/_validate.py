@@ -4,6 +4,7 @@ The kernels trust their inputs (no bounds checks); everything they get passes he
 numeric dtype, rank, shape, finiteness, label range, C order and the network's dtype.
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -69,6 +70,76 @@ def features(X, n_features, dtype, name="X"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     _check_finite(out, name)
     return out
+
+
+STREAM_DTYPES = ("uint8", "float32", "float64")
+
+
+def open_npy(path, name="X"):
+    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand."""
+    try:
+        arr = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
+    except Exception as exc:        # missing, unreadable, pickled objects, not .npy, ...
+        raise ValueError(f"{name}: {os.fspath(path)!s} is not a readable .npy file: "
+                         f"{exc}") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name}: {os.fspath(path)!s} is an .npz archive; expected one "
+                         ".npy array")
+    return arr
+
+
+def source(X, n_features, dtype, scale, name="X"):
+    """X to be read in place and converted one mini-batch (or chunk) at a time, or None
+    when it should be converted up front with `features`.
+
+    Read in place: a path to a .npy file (opened with mmap_mode="r"), an np.memmap, and
+    a C-contiguous uint8 array; their dtype must be uint8, float32 or float64. Returns a
+    C-contiguous (n, n_features) view (trailing dimensions of images are flattened).
+    Float data are checked for NaN / inf (after conversion to `dtype` and `scale`) in
+    bounded chunks, so a file is read once and never held in memory.
+    """
+    if isinstance(X, (str, os.PathLike)):
+        X = open_npy(X, name)
+    elif not isinstance(X, np.ndarray) or not (isinstance(X, np.memmap)
+                                               or X.dtype == np.uint8):
+        return None
+    if X.dtype.name not in STREAM_DTYPES or not X.flags.c_contiguous:
+        if not isinstance(X, np.memmap) and X.dtype == np.uint8:
+            return None                      # a non-contiguous array in memory: convert it
+        raise ValueError(f"{name}: data read from disk must be a C-contiguous array of "
+                         f"{', '.join(STREAM_DTYPES)}; got a "
+                         f"{'C' if X.flags.c_contiguous else 'non-C'}-contiguous {X.dtype} "
+                         "array (convert the file once, e.g. np.save(path, "
+                         "np.ascontiguousarray(X, np.float32)))")
+    if X.ndim < 2:
+        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or images "
+                         f"(n_samples, ...) of {n_features} values), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: expected at least one sample, got shape {X.shape}")
+    X2 = X.reshape(X.shape[0], -1)
+    if X2.shape[1] != n_features:
+        raise ValueError(f"{name} has {X2.shape[1]} features (shape {X.shape}), the network "
+                         f"expects {n_features}")
+    if X2.dtype.kind == "f":
+        _check_finite_converted(X2, dtype, scale, name)
+    elif not np.isfinite(np.dtype(dtype).type(255) * np.dtype(dtype).type(scale)):
+        raise ValueError(f"{name}: uint8 values times input_scale {scale:g} overflow "
+                         f"{np.dtype(dtype)}")
+    return X2
+
+
+def _check_finite_converted(X, dtype, scale, name):
+    """NaN / inf in X as the network sees it (converted to dtype, times scale), by chunks."""
+    rows = max(1, _FINITE_CHUNK // max(1, X.shape[1]))
+    s = np.dtype(dtype).type(scale)
+    with np.errstate(over="ignore"):
+        for start in range(0, X.shape[0], rows):
+            chunk = np.asarray(X[start:start + rows], dtype=dtype) * s
+            if not np.isfinite(chunk).all():
+                raise ValueError(f"{name} contains NaN or inf (or values too large for "
+                                 f"{np.dtype(dtype)} after scaling by {scale:g}) in rows "
+                                 f"{start}..{start + chunk.shape[0] - 1}; expected finite "
+                                 "numbers")
 
 
 def targets(y, n_samples, n_out, output, dtype, name="y"):

@@ -136,6 +136,9 @@ class Network:
         Inverted dropout on the hidden layers while training (one rate, or one per hidden
         layer; default 0: none): each activation is zeroed with probability p and the
         others scaled by 1 / (1 - p), so prediction (which never drops) needs no rescaling.
+    input_scale : float > 0
+        Every input is multiplied by this as the network reads it (training and
+        prediction alike), e.g. 1/255 for raw uint8 images; saved with the model.
 
     Notes
     -----
@@ -146,7 +149,7 @@ class Network:
     """
 
     def __init__(self, sizes, hidden="relu", output="softmax", dtype=np.float32, seed=0,
-                 dropout=0.0):
+                 dropout=0.0, input_scale=1.0):
         self.sizes = self._check_sizes(sizes)
         n_layers = len(self.sizes) - 1
         if isinstance(hidden, str):
@@ -167,6 +170,10 @@ class Network:
                              "use output='sigmoid' for a single binary output")
         self.dtype = self._check_dtype(dtype)
         self.dropout = self._check_dropout(dropout, n_layers - 1)
+        if not (_is_number(input_scale) and math.isfinite(input_scale) and input_scale > 0):
+            raise (ValueError if _is_number(input_scale) else TypeError)(
+                f"Network: input_scale must be a finite number > 0, got {input_scale!r}")
+        self.input_scale = float(input_scale)
         if not (seed is None or isinstance(seed, np.random.Generator)
                 or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
                     and seed >= 0)):
@@ -284,7 +291,9 @@ class Network:
                            for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"total parameters: {self.n_params:,} ({self.dtype.name}, "
-                     f"{self.n_params * self.dtype.itemsize / 2**20:.2f} MiB); loss: "
+                     f"{self.n_params * self.dtype.itemsize / 2**20:.2f} MiB"
+                     f"{f', inputs x {self.input_scale:g}' if self.input_scale != 1 else ''}"
+                     "); loss: "
                      f"{dict(softmax='softmax cross-entropy', sigmoid='binary cross-entropy', linear='squared error')[self.output]}")
         text = "\n".join(lines)
         print(text)
@@ -292,6 +301,8 @@ class Network:
 
     def __repr__(self):
         drop = f", dropout={list(self.dropout)!r}" if any(self.dropout) else ""
+        if self.input_scale != 1:
+            drop += f", input_scale={self.input_scale:g}"
         return (f"Network({list(self.sizes)}, hidden={list(self.hidden)!r}, "
                 f"output={self.output!r}, dtype={self.dtype.name}{drop})")
 
@@ -299,6 +310,18 @@ class Network:
 
     def _X(self, X, name="X"):
         return _validate.features(X, self.sizes[0], self.dtype, name)
+
+    def _inputs(self, X, name="X"):
+        """X checked, as (n, n_features) to read from: files (.npy paths, np.memmap) and
+        uint8 arrays as they are, converted a mini-batch or chunk at a time; anything
+        else converted once (`_X`)."""
+        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name)
+        return self._X(X, name) if src is None else src
+
+    def _targets(self, y, n, name="y"):
+        if isinstance(y, (str, os.PathLike)):
+            y = _validate.open_npy(y, name)
+        return self._Y(y, n, name)
 
     def _Y(self, y, n, name="y"):
         return _validate.targets(y, n, self.sizes[-1], self.output, self.dtype, name)
@@ -312,9 +335,18 @@ class Network:
         rows = min(n, PREDICT_CHUNK)
         bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
         codes = self._hidden_codes + [last_code]
+        convert = X.dtype != self.dtype or self.input_scale != 1
+        if convert:                                  # as the training gather does
+            x_buf = np.empty((rows, self.sizes[0]), self.dtype)
+            scale = self.dtype.type(self.input_scale)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             a = X[start:stop]
+            if convert:
+                a = x_buf[:stop - start]
+                np.copyto(a, X[start:stop], casting="unsafe")
+                if scale != 1:
+                    a *= scale
             for l in range(self.n_layers):
                 nxt = out[start:stop] if l == self.n_layers - 1 else bufs[l][:stop - start]
                 K.dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
@@ -332,7 +364,7 @@ class Network:
         -------
         ndarray of shape (n_samples, n_out), the network's dtype
         """
-        X = self._X(X)
+        X = self._inputs(X)
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         return self._forward_into(out, X, self._output_code)
 
@@ -352,7 +384,7 @@ class Network:
         (n_samples,) for one output unit, else (n_samples, n_out). linear: values, shape
         (n_samples,) for one output unit, else (n_samples, n_out).
         """
-        X = self._X(X)
+        X = self._inputs(X)
         code = self._output_code if self.output == "linear" else K.ACT_LINEAR
         out = self._forward_into(np.empty((X.shape[0], self.sizes[-1]), self.dtype), X, code)
         if self.output == "softmax":                  # decided on logits, as evaluate does
@@ -362,19 +394,24 @@ class Network:
         return out[:, 0] if out.shape[1] == 1 else out
 
     def _loss_accuracy(self, X, Y):
-        """(mean loss, accuracy or None) on checked arrays."""
+        """(mean loss, accuracy or None) on checked arrays, a chunk of rows at a time."""
         n = X.shape[0]
-        z = np.empty((n, self.sizes[-1]), self.dtype)
-        self._forward_into(z, X, K.ACT_LINEAR)                 # logits
+        rows = min(n, PREDICT_CHUNK)
+        z = np.empty((rows, self.sizes[-1]), self.dtype)              # logits
         scratch = np.empty_like(z)
-        loss = self._loss_kernel(scratch, z, Y) / n
-        if self.output == "softmax":
-            acc = float(np.mean(z.argmax(axis=1) == Y.argmax(axis=1)))
-        elif self.output == "sigmoid":
-            acc = float(np.mean((z > 0) == (Y > 0.5)))         # p > 0.5 <=> logit > 0
-        else:
-            acc = None
-        return float(loss), acc
+        loss, correct = 0.0, 0
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            zc, yc = z[:stop - start], Y[start:stop]
+            self._forward_into(zc, X[start:stop], K.ACT_LINEAR)
+            loss += self._loss_kernel(scratch[:stop - start], zc, yc)
+            if self.output == "softmax":
+                correct += int(np.count_nonzero(zc.argmax(axis=1) == yc.argmax(axis=1)))
+            elif self.output == "sigmoid":
+                correct += int(np.count_nonzero((zc > 0) == (yc > 0.5)))  # p > 0.5 <=> z > 0
+        if self.output == "linear":
+            return float(loss / n), None
+        return float(loss / n), correct / (n if self.output == "softmax" else Y.size)
 
     def evaluate(self, X, y):
         """Mean loss (as defined for the output) and, for classifiers, accuracy.
@@ -386,8 +423,8 @@ class Network:
         -------
         dict with "loss" (float) and, for softmax / sigmoid outputs, "accuracy" (float)
         """
-        X = self._X(X)
-        Y = self._Y(y, X.shape[0])
+        X = self._inputs(X)
+        Y = self._targets(y, X.shape[0])
         loss, acc = self._loss_accuracy(X, Y)
         return {"loss": loss} if acc is None else {"loss": loss, "accuracy": acc}
 
@@ -409,9 +446,9 @@ class Network:
         loss : float
         grads : list of (dW, db) per layer, new arrays with the shapes of `params`
         """
-        X = self._X(X)
+        X = self._inputs(X)
         n = X.shape[0]
-        Y = self._Y(y, n)
+        Y = self._targets(y, n)
         if dropout_seed is not None:
             dropout_seed = _validate.check_int("loss_and_grads", "dropout_seed",
                                                dropout_seed, 0)
@@ -422,7 +459,7 @@ class Network:
         ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views],
                         dropout=dropout_seed is not None)
         ws.step.dropout_seed = dropout_seed or 0
-        ws.step.bind(X, Y)
+        ws.step.bind(X, Y, self.input_scale)
         with single_threaded_blas() as team:
             ws.step.threads = team
             loss = ws.step.step(np.arange(n, dtype=np.intp))
@@ -494,9 +531,9 @@ class Network:
             if not (hasattr(cb, "on_epoch_begin") or hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"fit: callbacks must have on_epoch_begin or on_epoch_end, "
                                 f"got {type(cb).__name__}")
-        X = self._X(X)
+        X = self._inputs(X)
         n = X.shape[0]
-        Y = self._Y(y, n)
+        Y = self._targets(y, n)
         val = None
         if validation_split is not None:
             if validation_data is not None:
@@ -514,8 +551,8 @@ class Network:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
-            Xv = self._X(validation_data[0], "X_val")
-            val = (Xv, self._Y(validation_data[1], Xv.shape[0], "y_val"))
+            Xv = self._inputs(validation_data[0], "X_val")
+            val = (Xv, self._targets(validation_data[1], Xv.shape[0], "y_val"))
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit is already running on this network (in another thread); "
                                "train one network from one thread at a time")
@@ -531,7 +568,7 @@ class Network:
                     self._order = np.arange(n, dtype=np.intp)
                 order = self._order
             hist = History()
-            ws.step.bind(X, Y)
+            ws.step.bind(X, Y, self.input_scale)
             optimizer._configure(ws.step, self)
             ws.step.dropout_seed, ws.step.dropout_step = self._dropout_seed, self._dropout_step
             try:
@@ -635,6 +672,8 @@ class Network:
                               params=self._flat_params)
                 if any(self.dropout):        # optional: files without it have no dropout
                     arrays["dropout"] = np.array(self.dropout, np.float64)
+                if self.input_scale != 1:    # optional too
+                    arrays["input_scale"] = np.array(self.input_scale, np.float64)
                 np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
                          checksum=np.array(_checksum(arrays)), **arrays)
                 f.flush()
@@ -652,8 +691,8 @@ class Network:
 def _checksum(arrays):
     """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
     h = hashlib.sha256()
-    for name in ("sizes", "hidden", "output", "dtype", "params", "dropout"):
-        if name == "dropout" and name not in arrays:
+    for name in ("sizes", "hidden", "output", "dtype", "params", "dropout", "input_scale"):
+        if name in ("dropout", "input_scale") and name not in arrays:
             continue
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
@@ -713,9 +752,13 @@ def load(path):
                 raise ValueError(f"dropout has dtype {dropout.dtype} and shape "
                                  f"{dropout.shape}, expected ({len(sizes) - 2},) float64")
             dropout = [float(p) for p in dropout]
+        scale = data.get("input_scale", np.array(1.0))
+        if scale.dtype != np.float64 or scale.shape != ():
+            raise ValueError(f"input_scale has dtype {scale.dtype} and shape {scale.shape}, "
+                             "expected a float64 scalar")
         net = Network(sizes, hidden=[str(h) for h in data["hidden"]],
                       output=str(data["output"]), dtype=str(data["dtype"]),
-                      dropout=0.0 if dropout is None else dropout)
+                      dropout=0.0 if dropout is None else dropout, input_scale=float(scale))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
     if not _validate.all_finite(params):

@@ -55,8 +55,10 @@ def test_step_refuses_bad_indices_and_sizes():
 
 def test_bind_refuses_wrong_data():
     net, X, Y, ws = _setup(np.float32)
+    with pytest.raises(ValueError, match="uint8, float32 or float64, got int16"):
+        ws.step.bind(X.astype(np.int16), Y)
     with pytest.raises(ValueError, match="float32"):
-        ws.step.bind(X.astype(np.float64), Y)
+        ws.step.bind(X, Y.astype(np.float64))
     with pytest.raises(ValueError, match="C-contiguous"):
         ws.step.bind(np.asfortranarray(X), Y)
     with pytest.raises(ValueError, match=r"\(20, 3\)"):
@@ -65,6 +67,23 @@ def test_bind_refuses_wrong_data():
         ws.step.bind(X, Y[:10])
     with pytest.raises(ValueError, match="2-D"):
         ws.step.bind(X[0], Y)
+
+
+@pytest.mark.parametrize("source", [np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_data_is_converted_and_scaled_per_batch(source, dtype):
+    """A step on uint8 / other-dtype data with a scale equals one on the data converted
+    and scaled up front (the same rounding: convert, then multiply in the step's dtype)."""
+    net, X, Y, ws = _setup(dtype)
+    raw = (np.random.default_rng(1).random(X.shape) * 255).astype(source)
+    scale = 1 / 255
+    ws.step.bind(raw, Y, scale)
+    idx = np.array([3, 0, 7, 7, 19], np.intp)
+    loss = ws.step.step(idx)
+    grads = net._flat_grads.copy()
+    ws.step.bind(raw.astype(dtype) * dtype(scale), Y)
+    assert ws.step.step(idx) == loss
+    assert np.array_equal(net._flat_grads, grads)
 
 
 def test_construction_refuses_inconsistent_buffers():
