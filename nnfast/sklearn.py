@@ -1,0 +1,488 @@
+"""scikit-learn estimators around `nnfast.Network`: NNClassifier and NNRegressor.
+
+    from nnfast.sklearn import NNClassifier
+    clf = NNClassifier(hidden_layer_sizes=(256, 128), epochs=30).fit(X, y)
+    clf.predict(X_test), clf.predict_proba(X_test), clf.score(X_test, y_test)
+
+They follow scikit-learn's estimator contract (get_params / set_params, clone, Pipeline,
+GridSearchCV, pickle, partial_fit) and pass `check_estimator`. The parameters and their
+defaults follow MLPClassifier / MLPRegressor where they overlap (hidden_layer_sizes=(100,),
+batch_size="auto", 200 epochs, stopping on tol / n_iter_no_change).
+
+Needs scikit-learn >= 1.6 (``pip install nnfast[sklearn]``); ``import nnfast`` never
+imports this module, so nnfast itself does not need scikit-learn.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    import sklearn
+except ImportError as exc:
+    raise ImportError("nnfast.sklearn needs scikit-learn, which is not installed: "
+                      "pip install nnfast[sklearn]") from exc
+try:
+    from sklearn.utils.validation import validate_data        # scikit-learn >= 1.6
+except ImportError as exc:
+    raise ImportError(f"nnfast.sklearn needs scikit-learn >= 1.6, found "
+                      f"{sklearn.__version__}: pip install -U 'scikit-learn>=1.6' "
+                      "(or pip install nnfast[sklearn])") from exc
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from ._validate import check_int
+from .callbacks import EarlyStopping
+from .network import Network
+from .optim import SGD, Adam, _check_number
+
+__all__ = ["NNClassifier", "NNRegressor"]
+
+_MAX_SEED = np.iinfo(np.int32).max
+
+
+class _NNBase(BaseEstimator):
+    """Parameters, fitting and pickling shared by NNClassifier and NNRegressor."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
+                 learning_rate=1e-3, momentum=0.9, weight_decay=0.0, dropout=0.0,
+                 batch_size="auto", epochs=200, tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, shuffle=True,
+                 random_state=None, dtype="float32", verbose=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ subclass hooks
+
+    def _targets(self, y, first, classes=None):
+        """(targets for the network, output name, n_out, fitted target attributes)."""
+        raise NotImplementedError
+
+    def _stratify(self, Y):
+        """Labels to stratify the early-stopping split on, or None."""
+        return None
+
+    # ------------------------------------------------------------ checks
+
+    def _check_params(self):
+        """The hidden sizes and dtype, after checking what Network and the optimizers
+        do not check themselves (they check the rest when built)."""
+        name = type(self).__name__
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral):
+            sizes = (sizes,)
+        if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"{name}: hidden_layer_sizes must be a sequence of ints, got "
+                            f"{type(sizes).__name__}")
+        sizes = [check_int(name, f"hidden_layer_sizes[{i}]", s, 1)
+                 for i, s in enumerate(sizes)]
+        if not (isinstance(self.optimizer, str) and self.optimizer in ("adam", "sgd")):
+            raise ValueError(f"{name}: optimizer must be 'adam' or 'sgd', got "
+                             f"{self.optimizer!r}")
+        if isinstance(self.batch_size, str):
+            if self.batch_size != "auto":
+                raise ValueError(f"{name}: batch_size must be an int >= 1 or 'auto', got "
+                                 f"{self.batch_size!r}")
+        else:
+            check_int(name, "batch_size", self.batch_size, 1)
+        check_int(name, "epochs", self.epochs, 1)
+        check_int(name, "n_iter_no_change", self.n_iter_no_change, 1)
+        _check_number(name, "tol", self.tol, 0, np.inf)
+        _check_number(name, "validation_fraction", self.validation_fraction, 0, 1,
+                      low_open=True, high_open=True)
+        if self.dtype is None:
+            raise TypeError(f"{name}: dtype must be 'float32' or 'float64', got None")
+        dtype = np.dtype(self.dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{name}: dtype must be 'float32' or 'float64', got {dtype}")
+        return sizes, dtype
+
+    def _new_optimizer(self):
+        if self.optimizer == "adam":
+            return Adam(lr=self.learning_rate, weight_decay=self.weight_decay)
+        return SGD(lr=self.learning_rate, momentum=self.momentum,
+                   weight_decay=self.weight_decay)
+
+    def _new_network(self, sizes, output, dtype, rng):
+        extra = {}
+        if not (isinstance(self.dropout, numbers.Real) and self.dropout == 0):
+            extra["dropout"] = self.dropout        # only then: Network may predate dropout
+        return Network(sizes, hidden=self.activation, output=output, dtype=dtype,
+                       seed=int(rng.randint(_MAX_SEED)), **extra)
+
+    def _batch_size(self, n):
+        return min(200, n) if isinstance(self.batch_size, str) else self.batch_size
+
+    # ------------------------------------------------------------ fitting
+
+    def _fit(self, X, y):
+        hidden, dtype = self._check_params()
+        optimizer = self._new_optimizer()
+        X, y = validate_data(self, X, y, reset=True, dtype=dtype, order="C",
+                             multi_output=True, y_numeric=isinstance(self, RegressorMixin))
+        Y, output, n_out, fitted = self._targets(y, first=True)
+        rng = check_random_state(self.random_state)
+        net = self._new_network([X.shape[1], *hidden, n_out], output, dtype, rng)
+        validation = None
+        if self.early_stopping:
+            X, X_val, Y, Y_val = train_test_split(
+                X, Y, test_size=self.validation_fraction, random_state=rng,
+                stratify=self._stratify(Y))
+            validation = (X_val, Y_val)
+        stop = EarlyStopping(monitor="val_loss" if self.early_stopping else "loss",
+                             patience=self.n_iter_no_change, min_delta=self.tol,
+                             restore_best=bool(self.early_stopping))
+        hist = net.fit(X, Y, epochs=self.epochs, batch_size=self._batch_size(X.shape[0]),
+                       optimizer=optimizer, shuffle=self.shuffle, validation_data=validation,
+                       verbose=bool(self.verbose), callbacks=[stop])
+        if stop.stopped_epoch is None:
+            monitored = "validation" if self.early_stopping else "training"
+            warnings.warn(f"{type(self).__name__}: {self.epochs} epochs reached and the "
+                          f"{monitored} loss was still improving by more than tol="
+                          f"{self.tol}; raise epochs to train longer", ConvergenceWarning)
+        for key, value in fitted.items():
+            setattr(self, key, value)
+        self.network_ = net
+        self._optimizer = optimizer
+        self.loss_curve_ = list(hist.loss)
+        self.validation_loss_curve_ = list(hist.val_loss) if self.early_stopping else None
+        self.n_iter_ = len(hist.loss)
+        return self
+
+    def _partial_fit(self, X, y, classes=None):
+        first = not hasattr(self, "network_")
+        hidden, dtype = self._check_params()
+        if not first:
+            dtype = self.network_.dtype
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
+                             multi_output=True, y_numeric=isinstance(self, RegressorMixin))
+        Y, output, n_out, fitted = self._targets(y, first, classes)
+        if first:
+            net = self._new_network([X.shape[1], *hidden, n_out], output, dtype,
+                                    check_random_state(self.random_state))
+            optimizer = self._new_optimizer()
+        else:
+            net, optimizer = self.network_, self._optimizer
+        hist = net.fit(X, Y, epochs=1, batch_size=self._batch_size(X.shape[0]),
+                       optimizer=optimizer, shuffle=self.shuffle, verbose=bool(self.verbose))
+        if first:
+            for key, value in fitted.items():
+                setattr(self, key, value)
+            self.network_ = net
+            self._optimizer = optimizer
+            self.loss_curve_ = []
+            self.validation_loss_curve_ = None
+            self.n_iter_ = 0
+        self.loss_curve_.append(hist.loss[0])
+        self.n_iter_ += 1
+        return self
+
+    def _output(self, X):
+        """The network's output on X (softmax / sigmoid probabilities, or values), float64."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=self.network_.dtype, order="C")
+        return self.network_.forward(X).astype(np.float64)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")
+
+    # ------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())        # a copy: never change __dict__
+        if "network_" in state:       # Network and the optimizers hold locks / weakrefs
+            net, opt = state["network_"], state["_optimizer"]
+            state["network_"] = {
+                "sizes": net.sizes, "hidden": net.hidden, "output": net.output,
+                "dtype": net.dtype.name, "dropout": tuple(getattr(net, "dropout", ())),
+                "coefs": [W.copy() for W in net.coefs],
+                "intercepts": [b.copy() for b in net.intercepts]}
+            state["_optimizer"] = {
+                "class": type(opt), "hyper": {k: getattr(opt, k) for k in opt._hyper},
+                "t": opt.t, "state": {k: v.copy() for k, v in opt._state.items()}}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if "network_" in state:
+            saved, saved_opt = state["network_"], state["_optimizer"]
+            extra = {"dropout": list(saved["dropout"])} if any(saved["dropout"]) else {}
+            net = Network(saved["sizes"], hidden=list(saved["hidden"]),
+                          output=saved["output"], dtype=saved["dtype"], seed=None, **extra)
+            for W, b, W0, b0 in zip(net.coefs, net.intercepts, saved["coefs"],
+                                    saved["intercepts"]):
+                W[...] = W0                         # write into the views, never rebind
+                b[...] = b0
+            opt = saved_opt["class"](**saved_opt["hyper"])
+            opt._prepare(net)                       # zeroed state bound to net, then filled
+            for k, v in saved_opt["state"].items():
+                opt._state[k][...] = v
+            opt.t = saved_opt["t"]
+            state["network_"], state["_optimizer"] = net, opt
+        super().__setstate__(state)
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes : sequence of int, default=(100,)
+        Units of each hidden layer; () trains a network without hidden layers.
+    activation : str or sequence of str, default="relu"
+        Hidden activation: "relu", "leaky_relu", "tanh", "sigmoid" or "linear"; or one
+        name per hidden layer.
+    optimizer : {"adam", "sgd"}, default="adam"
+    learning_rate : float > 0, default=1e-3
+    momentum : float in [0, 1), default=0.9
+        Momentum of "sgd" (ignored by "adam").
+    weight_decay : float >= 0, default=0.0
+        Decoupled (AdamW) for "adam", an L2 term for "sgd"; weights only, never biases.
+    dropout : float in [0, 1) or sequence of float, default=0.0
+        Inverted dropout on the hidden layers while training.
+    batch_size : int >= 1 or "auto", default="auto"
+        "auto" is min(200, n_samples), as in MLPClassifier.
+    epochs : int >= 1, default=200
+        Most passes over the data in `fit`.
+    tol : float >= 0, default=1e-4
+    n_iter_no_change : int >= 1, default=10
+        `fit` stops when the training loss (or, with early_stopping, the validation loss)
+        has not improved by more than `tol` for this many epochs.
+    early_stopping : bool, default=False
+        Hold out `validation_fraction` of the samples (stratified for classifiers), stop
+        on their loss and keep the weights of the best epoch.
+    validation_fraction : float in (0, 1), default=0.1
+    shuffle : bool, default=True
+        Reshuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffling, dropout and the validation split; the
+        same int gives the same model.
+    dtype : "float32" or "float64", default="float32"
+        Dtype of the network; X is converted to it once.
+    verbose : bool, default=False
+        Print one line per epoch.
+"""
+
+_ATTRIBUTES_DOC = """
+    network_ : nnfast.Network
+        The fitted network (``network_.summary()``, ``network_.save(path)``).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        When X was a DataFrame with string column names.
+    loss_curve_ : list of float
+        Mean training loss of each epoch (of every partial_fit call).
+    validation_loss_curve_ : list of float or None
+        Validation loss of each epoch, with early_stopping.
+    n_iter_ : int
+        Epochs trained.
+"""
+
+
+class NNClassifier(ClassifierMixin, _NNBase):
+    __doc__ = """Multi-layer perceptron classifier on nnfast, in place of MLPClassifier.
+
+    A softmax output with cross-entropy for single-label targets (binary too: two
+    outputs), a sigmoid output with binary cross-entropy for multi-label targets (a 2-D
+    0/1 indicator matrix).
+""" + _PARAMETERS_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels, sorted (any values, strings too); for multi-label targets
+        ``arange(n_labels)``.""" + _ATTRIBUTES_DOC + """
+    Notes
+    -----
+    After unpickling, predictions are identical and partial_fit continues from the
+    optimizer's state; shuffling and dropout draw from a fresh generator.
+    """
+
+    def _targets(self, y, first, classes=None):
+        name = type(self).__name__
+        check_classification_targets(y)
+        if classes is not None:
+            classes = np.unique(classes)
+        if not first:
+            if classes is not None and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"{name}: classes {classes.tolist()} differ from the "
+                                 f"classes {self.classes_.tolist()} of the first call")
+            classes = self.classes_
+        multilabel = y.ndim == 2 and y.shape[1] > 1
+        if not first and multilabel != self._multilabel:
+            kind = "multi-label" if self._multilabel else "single-label"
+            raise ValueError(f"{name}: the model was trained on {kind} targets; y of shape "
+                             f"{y.shape} is not one")
+        if multilabel:
+            if type_of_target(y) != "multilabel-indicator":
+                raise ValueError(f"{name}: a 2-D y must be a multi-label indicator matrix "
+                                 f"of 0/1; multiclass-multioutput targets are not supported")
+            labels = np.arange(y.shape[1])
+            if classes is not None and not np.array_equal(classes, labels):
+                raise ValueError(f"{name}: a multi-label y of {y.shape[1]} columns has the "
+                                 f"classes {labels.tolist()}, expected {classes.tolist()}")
+            Y = y.astype(np.float64)
+        else:
+            y = column_or_1d(y, warn=True)
+            labels = np.unique(y) if classes is None else classes
+            unseen = np.setdiff1d(y, labels)
+            if unseen.size:
+                raise ValueError(f"{name}: y has labels {unseen.tolist()[:10]} that are not "
+                                 f"in classes {labels.tolist()}")
+            Y = np.searchsorted(labels, y)         # class indices
+        if labels.shape[0] < 2:
+            raise ValueError(f"{name} needs at least 2 classes to train, got 1 class "
+                             f"({labels[0]!r})")
+        fitted = {"classes_": labels, "_multilabel": multilabel}
+        return Y, ("sigmoid" if multilabel else "softmax"), labels.shape[0], fitted
+
+    def _stratify(self, Y):
+        return None if Y.ndim == 2 else Y
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def fit(self, X, y):
+        """Train a new network on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) of labels, or (n_samples, n_labels) of 0/1
+            for multi-label classification
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train one epoch on (X, y), continuing from the current weights and optimizer.
+
+        early_stopping, tol and n_iter_no_change apply to `fit` only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        classes : array-like of shape (n_classes,)
+            All the labels; needed on the first call (without an earlier fit), optional
+            after it (then it must be the same).
+
+        Returns
+        -------
+        self
+        """
+        if classes is None and not hasattr(self, "network_"):
+            raise ValueError(f"{type(self).__name__}: classes must be passed on the first "
+                             "call to partial_fit")
+        return self._partial_fit(X, y, classes)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64: rows sum to 1 (single-label) or
+        one independent probability per label (multi-label)
+        """
+        return self._output(X)
+
+    def predict(self, X):
+        """Predicted labels.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) with values of `classes_`, or for multi-label
+        targets an int64 0/1 array of shape (n_samples, n_labels)
+        """
+        proba = self._output(X)
+        if self._multilabel:
+            return (proba > 0.5).astype(np.int64)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+class NNRegressor(RegressorMixin, _NNBase):
+    __doc__ = """Multi-layer perceptron regressor on nnfast, in place of MLPRegressor.
+
+    A linear output with squared error (half the squared error, summed over the
+    outputs); y 1-D, or 2-D for several outputs.
+""" + _PARAMETERS_DOC + """
+    Attributes
+    ----------
+    n_outputs_ : int""" + _ATTRIBUTES_DOC + """
+    Notes
+    -----
+    After unpickling, predictions are identical and partial_fit continues from the
+    optimizer's state; shuffling and dropout draw from a fresh generator.
+    """
+
+    def _targets(self, y, first, classes=None):
+        n_out = 1 if y.ndim == 1 else y.shape[1]
+        if not first and n_out != self.n_outputs_:
+            raise ValueError(f"{type(self).__name__}: y has {n_out} outputs, the model was "
+                             f"trained on {self.n_outputs_}")
+        return y, "linear", n_out, {"n_outputs_": n_out, "_y_ndim": y.ndim}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        """Train a new network on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y)
+
+    def partial_fit(self, X, y):
+        """Train one epoch on (X, y), continuing from the current weights and optimizer.
+
+        early_stopping, tol and n_iter_no_change apply to `fit` only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), as on the first call
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, y)
+
+    def predict(self, X):
+        """Predicted values.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples,) when y was 1-D, else (n_samples, n_outputs)
+        """
+        out = self._output(X)
+        return out[:, 0] if self._y_ndim == 1 else out
