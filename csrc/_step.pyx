@@ -112,6 +112,7 @@ cdef class TrainStep:
     cdef double lr, beta1, beta2, eps, momentum, weight_decay
     cdef bint nesterov
     cdef double step_size, inv_bc2
+    cdef double grad_div                    # the gradient of this step is a sum / grad_div
     cdef public int threads                 # team size for a step (1: the caller alone)
     # dropout of hidden layer l (None where off): g[l] = act' * mask / (1 - p), the
     # threshold and scale of its mask, and this step's key; the seed and step counter
@@ -341,13 +342,15 @@ cdef class TrainStep:
         self._data = None
         self.set_optimizer("none")
 
-    def step(self, const Py_ssize_t[::1] idx, Py_ssize_t t=0):
+    def step(self, const Py_ssize_t[::1] idx, Py_ssize_t t=0, double grad_div=0):
         """Gather the rows idx of the bound data, forward, backward: the gradient arrays
         get the batch's mean gradient. With t >= 1 (the optimizer's step number), the
         optimizer set by set_optimizer also updates the parameters. Returns the summed
         loss of the batch (a float). `correct` is then the batch's number of correct
         predictions: rows whose logits' argmax is the target's (softmax), entries whose
-        logit sign agrees with the 0/1 target (sigmoid), 0 (linear)."""
+        logit sign agrees with the 0/1 target (sigmoid), 0 (linear).
+        grad_div > 0 replaces the batch size as the divisor of the summed gradient (a part
+        of a larger batch: data-parallel training)."""
         cdef Py_ssize_t n = idx.shape[0], i, n_data = self.n_data
         cdef double loss
         cdef const void *X = self.X
@@ -363,6 +366,9 @@ cdef class TrainStep:
             self.inv_bc2 = 1 / (1 - pow(self.beta2, <double>t))
         if n < 1 or n > self.rows:
             raise ValueError(f"TrainStep.step: a batch has 1 to {self.rows} rows, got {n}")
+        if not grad_div >= 0:
+            raise ValueError(f"TrainStep.step: grad_div must be >= 0, got {grad_div}")
+        self.grad_div = grad_div if grad_div > 0 else n
         for i in range(n):
             if idx[i] < 0 or idx[i] >= n_data:
                 raise ValueError(f"TrainStep.step: index {idx[i]} out of range [0, {n_data})")
@@ -506,7 +512,7 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
     cdef floating **dw = <floating **>s.dw
     cdef floating **db = <floating **>s.db
     cdef floating *y = <floating *>s.y
-    cdef floating scale = <floating>1.0 / n
+    cdef floating scale = <floating>(1.0 / s.grad_div)
     cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
     cdef double loss = 0
     cdef bint prof = s.profile and tid == 0

@@ -17,6 +17,7 @@ from ._step import TrainStep
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
 from ._progress import EpochProgress
+from .distributed import DataParallel, dropout_seed as rank_dropout_seed, flat_grads_with_totals
 from .optim import get_optimizer
 
 HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
@@ -49,10 +50,14 @@ class History:
         Per epoch, when validation data is given (accuracy for classifiers only).
     epoch_time : list of float
         Seconds of training per epoch (validation excluded).
+    comm_time : list of float
+        Data-parallel training (fit's comm): seconds of each epoch spent in the
+        gradients' Allreduce on this rank.
     """
 
     def __init__(self):
         self.loss, self.accuracy, self.batch_loss, self.epoch_time = [], [], [], []
+        self.comm_time = []
         self.val_loss, self.val_accuracy = [], []
 
     def __repr__(self):
@@ -184,7 +189,10 @@ class Network:
         self._layout, self.n_params = build_layout(self.sizes)
         self._n_decay = n_weights(self._layout)
         self._flat_params = np.zeros(self.n_params, self.dtype)
-        self._flat_grads = np.zeros(self.n_params, self.dtype)
+        # two extra entries after the gradients: a data-parallel step's loss and correct
+        # count travel in the gradients' Allreduce (nnfast.distributed)
+        self._flat_grads_ext, self._flat_grads = flat_grads_with_totals(self.n_params,
+                                                                         self.dtype)
         views = layer_views(self._flat_params, self._layout)
         self.coefs = [w for w, _ in views]
         self.intercepts = [b for _, b in views]
@@ -472,20 +480,42 @@ class Network:
             self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts)
         return self._workspace
 
-    def _train_step(self, step, idx, optimizer):
+    def _train_step(self, step, idx, optimizer, dist=None):
         """One mini-batch of the data bound to `step` (configured with `optimizer`):
-        gather, forward, backward and update, in one compiled call. Returns the mean loss."""
-        optimizer.t += 1
-        return step.step(idx, optimizer.t) / idx.shape[0]
+        gather, forward, backward and update, in one compiled call; with `dist`
+        (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
+        (mean loss, correct predictions) of the batch; a non-finite loss is not applied."""
+        if dist is None:
+            optimizer.t += 1
+            loss = step.step(idx, optimizer.t) / idx.shape[0]
+            if not math.isfinite(loss):
+                optimizer.t -= 1                # the step skipped its update
+            return loss, step.correct
+        lo, hi = dist.part(idx.shape[0])
+        totals = self._flat_grads_ext
+        if hi > lo:                             # gradient of the part, / the global batch
+            totals[-2] = step.step(idx[lo:hi], 0, idx.shape[0])
+            totals[-1] = step.correct
+        else:
+            totals[:] = 0
+        dist.allreduce(totals)
+        loss = float(totals[-2]) / idx.shape[0]
+        if math.isfinite(loss):
+            optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
+        return loss, int(round(float(totals[-1])))
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
-            validation_data=None, verbose=True, validation_split=None, callbacks=None):
+            validation_data=None, verbose=True, validation_split=None, callbacks=None,
+            comm=None):
         """Train on (X, y) with mini-batches, continuing from the current weights.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like
+        X : array-like of shape (n_samples, n_features), np.memmap, or path to a .npy file
+            Files, memmaps and uint8 arrays are read in place: each mini-batch is gathered,
+            converted and scaled (input_scale) on its own, so data larger than memory
+            trains (at the speed of the disk when it is not in the page cache).
+        y : array-like (or path to a .npy file)
             softmax: int labels (n_samples,) or one-hot (n_samples, n_out); sigmoid: 0/1
             (n_samples,) for one unit, else (n_samples, n_out); linear: (n_samples,) for
             one unit, else (n_samples, n_out).
@@ -507,6 +537,11 @@ class Network:
         callbacks : sequence of callbacks (nnfast.callbacks, nnfast.schedules), optional
             Called before and after every epoch; one returning True from on_epoch_end
             stops training.
+        comm : mpi4py communicator, optional
+            Data-parallel training over MPI (nnfast.distributed): every rank passes the
+            same data and arguments, trains its part of each global mini-batch of
+            `batch_size`, and the gradients are averaged by one Allreduce per step, so
+            the weights stay identical on every rank. Only rank 0 prints.
 
         Returns
         -------
@@ -521,6 +556,31 @@ class Network:
             When a batch's loss is NaN or inf (training diverged): that batch is not
             applied, the network keeps the last finite weights; `history` as above.
         """
+        dist = DataParallel(comm) if comm is not None else None
+        if dist is not None and dist.size == 1:
+            dist = None                          # one rank: the plain path is the same math
+        try:
+            checked = self._fit_inputs(X, y, epochs, batch_size, optimizer, shuffle,
+                                       validation_data, validation_split, callbacks)
+        except (ValueError, TypeError) as exc:
+            if dist is not None:
+                dist.agree(exc)                  # every rank raises, none waits
+            raise
+        if dist is not None:
+            dist.agree(None)
+            dist.check_same("fit arguments (samples, features, epochs, batch_size, shuffle, "
+                            "network sizes, dtype)",
+                            (checked[3], self.sizes[0], epochs, batch_size, bool(shuffle),
+                             self.sizes, self.dtype.name))
+        X, Y, val, n, epochs, batch_size, optimizer, callbacks = checked
+        if dist is not None and dist.rank != 0:
+            verbose = False
+        return self._fit_checked(X, Y, val, n, epochs, batch_size, optimizer, shuffle,
+                                 verbose, callbacks, dist)
+
+    def _fit_inputs(self, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
+                    validation_split, callbacks):
+        """fit's arguments checked and converted (nothing changes on error)."""
         epochs = _validate.check_int("fit", "epochs", epochs, 1)
         batch_size = _validate.check_int("fit", "batch_size", batch_size, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
@@ -553,12 +613,16 @@ class Network:
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
             Xv = self._inputs(validation_data[0], "X_val")
             val = (Xv, self._targets(validation_data[1], Xv.shape[0], "y_val"))
+        return X, Y, val, n, epochs, batch_size, optimizer, callbacks
+
+    def _fit_checked(self, X, Y, val, n, epochs, batch_size, optimizer, shuffle, verbose,
+                     callbacks, dist):
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit is already running on this network (in another thread); "
                                "train one network from one thread at a time")
         try:
             rows = min(batch_size, n)
-            ws = self._get_workspace(rows)
+            ws = self._get_workspace(rows if dist is None else -(-rows // dist.size))
             # All input checked, buffers allocated: from here on the network changes.
             optimizer._prepare(self)
             if not shuffle:
@@ -568,13 +632,17 @@ class Network:
                     self._order = np.arange(n, dtype=np.intp)
                 order = self._order
             hist = History()
+            if dist is not None:
+                dist.broadcast_start(self, optimizer, order)
             ws.step.bind(X, Y, self.input_scale)
             optimizer._configure(ws.step, self)
-            ws.step.dropout_seed, ws.step.dropout_step = self._dropout_seed, self._dropout_step
+            ws.step.dropout_seed = (self._dropout_seed if dist is None else
+                                    rank_dropout_seed(self._dropout_seed, dist.rank))
+            ws.step.dropout_step = self._dropout_step
             try:
                 with _DeferredInterrupt() as interrupt:
                     self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
-                                 val, verbose, interrupt, callbacks)
+                                 val, verbose, interrupt, callbacks, dist)
             finally:
                 self._dropout_step = ws.step.dropout_step
                 ws.step.release()
@@ -583,7 +651,7 @@ class Network:
             self._fit_lock.release()
 
     def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
-                interrupt, callbacks):
+                interrupt, callbacks, dist):
         n_batches = -(-n // rows)
         per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
         for epoch in range(epochs):
@@ -597,15 +665,15 @@ class Network:
             if shuffle:
                 self._rng.shuffle(order)
             total, correct, shown = 0.0, 0, 0
+            comm_before = dist.comm_time if dist is not None else 0.0
             try:
                 with single_threaded_blas() as team:   # the step's own team does the work
-                    step.threads = team
+                    step.threads = team if dist is None else dist.threads(team)
                     for k, start in enumerate(range(0, n, rows)):
                         idx = order[start:start + rows]
-                        loss = self._train_step(step, idx, optimizer)
+                        loss, right = self._train_step(step, idx, optimizer, dist)
                         if not math.isfinite(loss):
                             # the step skipped its update: the weights are the last finite
-                            optimizer.t -= 1
                             err = FloatingPointError(
                                 f"fit: training diverged: the loss of batch {k + 1} of epoch "
                                 f"{epoch + 1} is {loss}; the network keeps the weights of "
@@ -614,7 +682,7 @@ class Network:
                             raise err
                         hist.batch_loss.append(loss)
                         total += loss * idx.shape[0]
-                        correct += step.correct
+                        correct += right
                         if k + 1 - shown >= progress.every:
                             progress.update(k + 1 - shown, total / (start + idx.shape[0]))
                             shown = k + 1
@@ -625,6 +693,8 @@ class Network:
             finally:
                 progress.close()
             hist.epoch_time.append(time.perf_counter() - t0)
+            if dist is not None:
+                hist.comm_time.append(dist.comm_time - comm_before)
             hist.loss.append(total / n)
             line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
             logs = {"loss": hist.loss[-1]}

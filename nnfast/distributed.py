@@ -1,0 +1,109 @@
+"""Data-parallel training over MPI: ``net.fit(X, y, ..., comm=MPI.COMM_WORLD)``.
+
+Every rank passes the same data (in memory, or the same .npy file / np.memmap, which the
+ranks of a host then share through the page cache) and the same fit arguments. At the
+start of fit, rank 0's weights, optimizer state, shuffling generator and dropout counter
+are broadcast, so that every rank starts identical. Each global mini-batch of
+`batch_size` samples (the same indices on every rank) is cut into one contiguous part per
+rank; a rank runs the compiled forward/backward step on its part, with the gradient
+divided by the global batch size, and ONE Allreduce (sum, in place) over the flat
+gradient buffer, which carries the batch's summed loss and correct-prediction count in
+two extra entries, gives every rank the global batch's mean gradient. The optimizer then
+runs identically everywhere (same code, same inputs), so the weights stay bit-identical
+across ranks, and training equals a single process with the same batch size up to the
+rounding of the gradient sums.
+
+Failures are agreed on: the input checks of fit end with a collective exchange of
+errors, so a rank whose data is bad raises its own error and every other rank raises a
+ValueError naming that rank, instead of waiting forever in the first Allreduce.
+
+Threads: each rank runs a team of at most (CPUs / ranks on this host) threads, and BLAS
+stays single-threaded during a step, as without MPI.
+
+mpi4py is an optional extra (``pip install nnfast[mpi]``, which brings the MPICH wheel);
+this module imports it only when a communicator is passed.
+"""
+import os
+import time
+
+import numpy as np
+
+_REQUIRED = ("Get_rank", "Get_size", "Allreduce", "Bcast", "allgather", "bcast")
+
+
+class DataParallel:
+    """The collective operations of one data-parallel `fit` on an mpi4py communicator."""
+
+    def __init__(self, comm):
+        missing = [name for name in _REQUIRED if not hasattr(comm, name)]
+        if missing:
+            raise TypeError(f"fit: comm must be an mpi4py communicator (e.g. "
+                            f"MPI.COMM_WORLD), got {type(comm).__name__} without "
+                            f"{', '.join(missing)}")
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = local.Get_size()
+        local.Free()
+        self.comm_time = 0.0
+
+    def agree(self, exc=None):
+        """Collective: raise on every rank if `exc` (this rank's failure, or None) is set
+        on any. The failing rank raises its own exception, the others a ValueError."""
+        errors = self.comm.allgather(None if exc is None else f"{type(exc).__name__}: {exc}")
+        failed = [(rank, err) for rank, err in enumerate(errors) if err is not None]
+        if not failed:
+            return
+        if exc is not None:
+            raise exc
+        rank, err = failed[0]
+        raise ValueError(f"fit: rank {rank} of {self.size} failed, so every rank stops: "
+                         f"{err}")
+
+    def check_same(self, what, value):
+        """Collective: ValueError on every rank unless `value` is equal on all ranks."""
+        values = self.comm.allgather(value)
+        if any(v != values[0] for v in values):
+            raise ValueError(f"fit: every rank must pass the same {what}; got "
+                             + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values)))
+
+    def broadcast_start(self, net, optimizer, order):
+        """Collective: every rank takes rank 0's weights, optimizer state and step count,
+        shuffling generator, sample order and dropout counter."""
+        self.comm.Bcast(net._flat_params, root=0)
+        for state in optimizer._state.values():
+            self.comm.Bcast(state, root=0)
+        optimizer.t = self.comm.bcast(optimizer.t, root=0)
+        net._rng.bit_generator.state = self.comm.bcast(net._rng.bit_generator.state, root=0)
+        net._dropout_seed, net._dropout_step = self.comm.bcast(
+            (net._dropout_seed, net._dropout_step), root=0)
+        self.comm.Bcast(order, root=0)
+
+    def threads(self, team):
+        """Team size of this rank: its share of the host's CPUs."""
+        return max(1, min(team, (os.cpu_count() or 1) // self.local_size))
+
+    def part(self, n):
+        """[lo, hi): this rank's contiguous part of a global batch of n samples."""
+        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def allreduce(self, buf):
+        """Collective: buf := the sum of every rank's buf, in place."""
+        t0 = time.perf_counter()
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self.comm_time += time.perf_counter() - t0
+
+
+def dropout_seed(seed, rank):
+    """The dropout seed of a rank: the ranks' masks must differ (rank 0 keeps `seed`)."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**64
+
+
+def flat_grads_with_totals(n_params, dtype):
+    """The flat gradient buffer with two extra entries (summed loss, correct count) that
+    ride along in the same Allreduce; returns (buffer, gradient view)."""
+    ext = np.zeros(n_params + 2, dtype)
+    return ext, ext[:n_params]

@@ -1,0 +1,75 @@
+"""Run by tests/test_mpi.py under `mpiexec -n N python mpi_worker.py CASE OUTDIR` (and
+with N = 1 without mpiexec for the single-process reference): trains and writes what each
+rank ended with to OUTDIR."""
+import json
+import sys
+
+import numpy as np
+
+import nnfast as nf
+
+
+def data(n=203, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 12))
+    y = (X[:, :3].sum(axis=1) > X[:, 3]).astype(np.int64) + (X[:, 4] > 0.5)
+    return X, y
+
+
+def train(comm, optimizer, batch_size, dtype=np.float64, **kw):
+    X, y = data()
+    net = nf.Network([12, 16, 8, 3], hidden=["tanh", "relu"], dtype=dtype, seed=5)
+    hist = net.fit(X, y, epochs=3, batch_size=batch_size, optimizer=optimizer,
+                   verbose=False, comm=comm, **kw)
+    return net, hist
+
+
+def main():
+    case, out = sys.argv[1], sys.argv[2]
+    comm = None
+    rank = 0
+    if case != "single":
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        rank = comm.Get_rank()
+    if case in ("single", "parallel"):
+        opt = sys.argv[3]
+        batch = int(sys.argv[4])
+        optimizer = nf.Adam(lr=1e-2) if opt == "adam" else nf.SGD(lr=0.05, momentum=0.9,
+                                                                  nesterov=True,
+                                                                  weight_decay=1e-3)
+        net, hist = train(comm, optimizer, batch)
+        np.save(f"{out}/params_{rank}.npy", net._flat_params)
+        with open(f"{out}/hist_{rank}.json", "w") as f:
+            json.dump(dict(loss=hist.loss, batch_loss=hist.batch_loss,
+                           accuracy=hist.accuracy, comm_time=hist.comm_time,
+                           t=optimizer.t), f)
+    elif case == "bad_shard":            # rank 1's data holds a NaN
+        X, y = data()
+        if rank == 1:
+            X[7, 3] = np.nan
+        net = nf.Network([12, 16, 3], seed=0)
+        try:
+            net.fit(X, y, epochs=1, verbose=False, comm=comm)
+        except ValueError as exc:
+            print(f"rank {rank}: ValueError: {exc}", flush=True)
+            sys.exit(3)
+        print(f"rank {rank}: trained", flush=True)
+    elif case == "mismatch":             # the ranks disagree on the batch size
+        X, y = data()
+        net = nf.Network([12, 16, 3], seed=0)
+        try:
+            net.fit(X, y, epochs=1, batch_size=16 + rank, verbose=False, comm=comm)
+        except ValueError as exc:
+            print(f"rank {rank}: ValueError: {exc}", flush=True)
+            sys.exit(3)
+    elif case == "dropout":              # different masks per rank, identical weights
+        net, hist = train(comm, nf.Adam(lr=1e-2), 32)
+        np.save(f"{out}/params_{rank}.npy", net._flat_params)
+        net2 = nf.Network([12, 16, 8, 3], dropout=0.5, seed=5)
+        net2.fit(*data(), epochs=2, batch_size=32, verbose=False, comm=comm)
+        np.save(f"{out}/dropout_{rank}.npy", net2._flat_params)
+
+
+if __name__ == "__main__":
+    main()

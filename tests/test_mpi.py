@@ -1,0 +1,84 @@
+"""Data-parallel training over MPI (nnfast.distributed), each case under `mpiexec -n 2`
+on this host. Needs mpi4py and an `mpiexec` (the nnfast[mpi] extra: the MPICH wheel)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_worker.py")
+MPIEXEC = (os.path.join(os.path.dirname(sys.executable), "mpiexec")
+           if os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+           else shutil.which("mpiexec"))
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
+TIMEOUT = 120                       # a hang fails the test instead of blocking CI
+
+
+def run(case, tmp_path, *args, ranks=2):
+    cmd = [sys.executable, WORKER, case, str(tmp_path), *map(str, args)]
+    if ranks:
+        cmd = [MPIEXEC, "-n", str(ranks)] + cmd
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=tmp_path, env=env)
+
+
+def results(tmp_path, rank):
+    with open(tmp_path / f"hist_{rank}.json") as f:
+        return np.load(tmp_path / f"params_{rank}.npy"), json.load(f)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("batch", [32, 31, 200])    # even and odd parts; a short last batch
+def test_two_ranks_train_like_one_process_with_the_same_global_batch(tmp_path, optimizer,
+                                                                     batch):
+    single = tmp_path / "single"
+    single.mkdir()
+    out = run("single", single, optimizer, batch, ranks=0)
+    assert out.returncode == 0, out.stderr
+    proc = run("parallel", tmp_path, optimizer, batch)
+    assert proc.returncode == 0, proc.stderr
+    p0, h0 = results(tmp_path, 0)
+    p1, h1 = results(tmp_path, 1)
+    ps, hs = results(single, 0)
+    assert np.array_equal(p0, p1)                       # bit-identical across ranks
+    assert h0["batch_loss"] == h1["batch_loss"] and h0["t"] == h1["t"] == hs["t"]
+    assert len(h0["batch_loss"]) == len(hs["batch_loss"]) == 3 * -(-203 // batch)
+    np.testing.assert_allclose(p0, ps, rtol=1e-9, atol=1e-12)   # float64 rounding only
+    np.testing.assert_allclose(h0["batch_loss"], hs["batch_loss"], rtol=1e-10)
+    np.testing.assert_allclose(h0["accuracy"], hs["accuracy"], rtol=0, atol=1e-12)
+    assert len(h0["comm_time"]) == 3 and hs["comm_time"] == []
+
+
+def test_a_rank_with_bad_data_stops_every_rank_with_a_clear_error(tmp_path):
+    proc = run("bad_shard", tmp_path)
+    assert proc.returncode != 0
+    assert "rank 1: ValueError: X contains NaN" in proc.stdout
+    assert "rank 0: ValueError: fit: rank 1 of 2 failed, so every rank stops" in proc.stdout
+    assert "trained" not in proc.stdout
+
+
+def test_ranks_must_agree_on_the_arguments(tmp_path):
+    proc = run("mismatch", tmp_path)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank}: ValueError: fit: every rank must pass the same" in proc.stdout
+
+
+def test_dropout_masks_differ_per_rank_weights_stay_identical(tmp_path):
+    proc = run("dropout", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "dropout_0.npy"),
+                          np.load(tmp_path / "dropout_1.npy"))
+
+
+def test_comm_must_be_a_communicator():
+    import nnfast as nf
+    net = nf.Network([3, 2])
+    with pytest.raises(TypeError, match="mpi4py communicator"):
+        net.fit(np.zeros((4, 3)), [0, 1, 0, 1], comm=object(), verbose=False)
