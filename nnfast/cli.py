@@ -19,8 +19,10 @@ from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
 FORCING_VARS = _bench.SLOWING_VARS
-DATA_HELP = ("directory of MNIST-format IDX files: MNIST, Fashion-MNIST, KMNIST, ... "
-             "(default: $NNFAST_DATA, then /usr/share/datasets/fashion-mnist)")
+DATA_HELP = ("directory of MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST, ...), or of "
+             "x_train.npy, y_train.npy, x_test.npy, y_test.npy (read from disk a batch at a "
+             "time: data larger than memory) (default: $NNFAST_DATA, then "
+             "/usr/share/datasets/fashion-mnist)")
 
 
 class CommandError(Exception):
@@ -170,8 +172,8 @@ def _add_predict(sub):
     pr = _subparser(
         sub, "predict", "predict the classes of samples in a .npy file",
         "Predict with a saved model: read samples from a .npy file (2-D (n, features), or "
-        "3-D (n, rows, cols) images, flattened; uint8 is scaled by 1/255 as the data sets "
-        "are) and write the predicted class indices (int64, shape (n,)) - or with --proba "
+        "3-D (n, rows, cols) images, flattened; uint8 pixels are scaled as the model was "
+        "trained: by its input_scale, or by 1/255 for a model that takes [0, 1] inputs) and write the predicted class indices (int64, shape (n,)) - or with --proba "
         "the probabilities (n, classes) - to a .npy file.",
         ["nnfast predict --model model.npz --input images.npy --output classes.npy",
          "nnfast predict --model model.npz --input images.npy --output proba.npy --proba"])
@@ -236,11 +238,39 @@ def build_parser():
 
 # ------------------------------------------------------------------ shared helpers
 
-def _load_data(data_dir):
-    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package."""
+def _load_data(data_dir, raw=False):
+    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package.
+    IDX images as float32 in [0, 1] (with `raw`, uint8 pixels); .npy files as stored,
+    left on disk (np.memmap)."""
     if data_dir is not None:                   # an explicit directory is the only place looked
-        return datasets.load_mnist_format([data_dir])
-    return datasets.load_fashion_mnist()
+        if os.path.isfile(os.path.join(data_dir, datasets.NPY_FILES[0])):
+            return datasets.load_npy_dir(data_dir)
+        return datasets.load_mnist_format([data_dir], raw=raw)
+    dirs = [d for d in (os.environ.get("NNFAST_DATA"),) if d] + list(datasets.DEFAULT_DIRS)
+    return datasets.load_mnist_format(dirs, raw=raw)
+
+
+def model_input(net, X):
+    """X as `net` expects it: uint8 pixels go in as they are to a network that scales its
+    inputs (input_scale != 1, as `train` makes them), else as pixel / 255; other dtypes
+    as they are."""
+    if X.dtype == np.uint8 and net.input_scale == 1:
+        return np.divide(X, np.float32(255), dtype=np.float32)      # as nnfast.datasets
+    return X
+
+
+def _mpi_world():
+    """COMM_WORLD when this process was started by mpiexec with more than one process
+    (MPICH's PMI_SIZE, Open MPI's OMPI_COMM_WORLD_SIZE), else None."""
+    size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE")
+    if not size or not size.isdigit() or int(size) < 2:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise CommandError(f"started by mpiexec with {size} processes, but mpi4py is not "
+                           "installed: pip install nnfast[mpi]") from None
+    return MPI.COMM_WORLD
 
 
 def _check_plot(path):
@@ -312,37 +342,48 @@ def _optimizer(args):
 
 
 def _train(args):
-    _check_plot(args.plot)
-    if args.save:
+    comm = _mpi_world()
+    lead = comm is None or comm.Get_rank() == 0   # under mpiexec rank 0 alone talks and writes
+    quiet = args.quiet or not lead
+    _check_plot(args.plot if lead else None)
+    if args.save and lead:
         _check_folder(args.save)
     (X, y), (Xt, yt) = _load_data(args.data)
     if args.threads:
         set_num_threads(args.threads)
+    elif comm is not None:                      # the ranks of a host share its cores
+        from mpi4py import MPI
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        set_num_threads(max(1, (os.cpu_count() or 1) // local.Get_size()))
+        local.Free()
     n_classes = int(max(y.max(), yt.max())) + 1
     sizes = [X.shape[1], *args.hidden, n_classes]
-    extra = {"dropout": args.dropout} if args.dropout > 0 else {}
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,
-                  seed=args.seed, **extra)
+                  seed=args.seed, dropout=args.dropout,
+                  input_scale=1 / 255 if X.dtype == np.uint8 else 1.0)
     opt = _optimizer(args)
-    if not args.quiet:
-        print(f"nnfast: {net}, {opt}, batch {args.batch_size}, {X.shape[0]} train / "
+    if not quiet:
+        ranks = f", {comm.Get_size()} MPI ranks" if comm is not None else ""
+        print(f"nnfast: {net}, {opt}, batch {args.batch_size}{ranks}, {X.shape[0]} train / "
               f"{Xt.shape[0]} test samples", flush=True)
         forced = [f"{k}={os.environ[k]}" for k in FORCING_VARS if k in os.environ]
         if forced:
             print(f"note: {' '.join(forced)} set: OpenBLAS then uses those (possibly "
                   "slower) kernels; unset it for the CPU's own", flush=True)
-    Xt = net._X(Xt, "X_test")
+    Xt = net._inputs(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
     monitor = "val_loss" if args.validation_split else "loss"
-    log = _EpochLog(Xt, Yt, args.epochs, args.quiet)
+    log = _EpochLog(Xt, Yt, args.epochs, quiet)
     # The log comes first: it sees each epoch's own weights, before EarlyStopping restores.
-    callbacks = [log] if (not args.quiet or args.plot) else []
+    callbacks = [log] if lead and (not quiet or args.plot) else []
     callbacks.append(_schedule(args, monitor))
     if args.early_stopping:
         callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping))
     hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
                    verbose=False, validation_split=args.validation_split,
-                   callbacks=callbacks)
+                   callbacks=callbacks, comm=comm)
+    if not lead:
+        return 0
     train_seconds = sum(hist.epoch_time)
     epochs = len(hist.epoch_time)               # fewer when stopped early
     loss, acc = net._loss_accuracy(Xt, Yt)
@@ -382,7 +423,7 @@ def format_confusion(counts):
 def _evaluate(args):
     _check_plot(args.plot)
     net = _load_model(args.model)
-    _, (Xt, yt) = _load_data(args.data)
+    _, (Xt, yt) = _load_data(args.data, raw=True)
     if Xt.shape[1] != net.sizes[0]:
         raise CommandError(f"{args.model} expects {net.sizes[0]} features per sample, the "
                            f"test images have {Xt.shape[1]}")
@@ -391,6 +432,7 @@ def _evaluate(args):
                            f"up to {int(yt.max())}")
     if args.threads:
         set_num_threads(args.threads)
+    Xt = model_input(net, Xt)
     scores = net.evaluate(Xt, yt)
     counts = plots.confusion_matrix(yt, net.predict(Xt), net.sizes[-1])
     print(f"model {_describe(net)} on {Xt.shape[0]} test samples")
@@ -424,14 +466,12 @@ def read_samples(path, n_features):
         raise CommandError(f"{path} holds an array of shape {X.shape}; the model expects "
                            f"(n, {n_features}) or (n, rows, cols) with rows * cols = "
                            f"{n_features}, n >= 1")
-    if X.dtype == np.uint8:
-        X = X.astype(np.float32) / 255.0
     return X
 
 
 def _predict(args):
     net = _load_model(args.model)
-    X = read_samples(args.input, net.sizes[0])
+    X = model_input(net, read_samples(args.input, net.sizes[0]))
     _check_folder(args.output)
     if args.threads:
         set_num_threads(args.threads)

@@ -5,6 +5,8 @@ import zlib
 
 import numpy as np
 
+from . import _validate
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
                0x0E: ">f8"}
 _READ_CHUNK = 1 << 22
@@ -84,9 +86,10 @@ def _find(name, dirs):
     return None
 
 
-def load_mnist_format(dirs):
+def load_mnist_format(dirs, raw=False):
     """(X_train, y_train), (X_test, y_test) from the four MNIST-named IDX files in the
-    first of `dirs` that has them; X float32 in [0, 1] of shape (n, rows * cols)."""
+    first of `dirs` that has them; X float32 in [0, 1] of shape (n, rows * cols), or with
+    `raw` the uint8 pixels (for a network with input_scale=1/255)."""
     dirs = [os.fspath(d) for d in dirs]
     found = {}
     for d in dirs:
@@ -96,9 +99,10 @@ def load_mnist_format(dirs):
     else:
         names = ", ".join(v + "[.gz]" for v in FILES.values())
         raise FileNotFoundError(
-            f"Fashion-MNIST files ({names}) not found; looked in: {', '.join(dirs)}. "
-            "Install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
-            "or put the IDX files in a directory and pass root=... or set $NNFAST_DATA.")
+            f"MNIST-format IDX files ({names}) not found; looked in: {', '.join(dirs)}. "
+            "For Fashion-MNIST: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu); "
+            "or put the IDX files in a directory and pass it (root=..., --data DIR) or "
+            "set $NNFAST_DATA.")
     out = []
     for part in ("train", "test"):
         images = load_idx(found[f"{part}_images"])
@@ -106,8 +110,10 @@ def load_mnist_format(dirs):
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise ValueError(f"{found[part + '_images']}: expected images (n, rows, cols) "
                              f"and labels (n,), got {images.shape} and {labels.shape}")
-        X = images.reshape(images.shape[0], -1).astype(np.float32)
-        X /= 255.0
+        X = images.reshape(images.shape[0], -1)
+        if not raw:
+            X = X.astype(np.float32)
+            X /= 255.0
         out.append((X, labels.astype(np.int64)))
     return tuple(out)
 
@@ -121,3 +127,37 @@ def load_fashion_mnist(root=None):
     """
     dirs = [d for d in (root, os.environ.get("NNFAST_DATA")) if d] + list(DEFAULT_DIRS)
     return load_mnist_format(dirs)
+
+
+NPY_FILES = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy")
+
+
+def load_npy_dir(root):
+    """(X_train, y_train), (X_test, y_test) from x_train.npy, y_train.npy, x_test.npy and
+    y_test.npy in `root` (the names of Keras' mnist.npz).
+
+    The X files are opened with mmap_mode="r" and stay on disk: pass them to `fit` and
+    `predict` as they are, which read them a mini-batch at a time (uint8 images with
+    ``Network(..., input_scale=1/255)``). X of shape (n, ...) (images are flattened),
+    uint8, float32 or float64; y integer labels (n,), read into memory.
+    """
+    root = os.fspath(root)
+    missing = [f for f in NPY_FILES if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise FileNotFoundError(f"{root}: missing {', '.join(missing)} (a .npy data set is "
+                                f"the four files {', '.join(NPY_FILES)})")
+    out = []
+    for part in ("train", "test"):
+        X = _validate.open_npy(os.path.join(root, f"x_{part}.npy"), f"x_{part}.npy")
+        y = np.asarray(_validate.open_npy(os.path.join(root, f"y_{part}.npy"),
+                                          f"y_{part}.npy"))
+        if X.ndim < 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+            raise ValueError(f"{root}: x_{part}.npy must hold samples (n, ...) and "
+                             f"y_{part}.npy labels (n,), got {X.shape} and {y.shape}")
+        if y.dtype.kind not in "iu" or y.min() < 0:
+            raise ValueError(f"{root}: y_{part}.npy must hold integer class labels >= 0, "
+                             f"got {y.dtype}")
+        if not X.flags.c_contiguous:
+            raise ValueError(f"{root}: x_{part}.npy is not C-contiguous")
+        out.append((X.reshape(X.shape[0], -1), y.astype(np.int64)))
+    return tuple(out)

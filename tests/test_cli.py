@@ -497,3 +497,63 @@ def test_usage_errors_are_one_line(args, capsys):
         main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "--help" in err[0]
+
+
+# ------------------------------------------------------------------ .npy data, MPI
+
+@pytest.fixture
+def npy_data(tiny_data, tmp_path):
+    """The tiny data set as x_train.npy ... y_test.npy (uint8 images, 3-D)."""
+    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data], raw=True)
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for name, arr in (("x_train", X.reshape(-1, 4, 4)), ("y_train", y),
+                      ("x_test", Xt.reshape(-1, 4, 4)), ("y_test", yt)):
+        np.save(folder / f"{name}.npy", arr)
+    return folder
+
+
+def test_train_and_evaluate_on_npy_files(npy_data, tiny_data, tmp_path, capsys):
+    model = tmp_path / "npy.npz"
+    rc = main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "3",
+               "--batch-size", "16", "--lr", "0.01", "--save", str(model), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    acc = float(out.split()[2])
+    assert acc > 0.9
+    net = nf.load(model)
+    assert net.input_scale == pytest.approx(1 / 255)      # takes the uint8 pixels as they are
+    for data in (npy_data, tiny_data):                     # either format evaluates it alike
+        assert main(["evaluate", "--model", str(model), "--data", str(data)]) == 0
+        text = capsys.readouterr().out
+        assert f"test accuracy {acc:.4f}" in text
+
+
+def test_npy_data_dir_with_a_missing_file(npy_data, capsys):
+    os.remove(npy_data / "y_test.npy")
+    assert main(["train", "--data", str(npy_data), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing y_test.npy" in err[0]
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    import shutil
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec")
+def test_train_under_mpiexec_prints_and_saves_on_rank_0_only(tiny_data, tmp_path):
+    pytest.importorskip("mpi4py")
+    model = tmp_path / "mpi.npz"
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "nnfast", "train",
+                           "--data", str(tiny_data), "--hidden", "8", "--epochs", "3",
+                           "--batch-size", "16", "--lr", "0.01", "--save", str(model)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert sum("2 MPI ranks" in line for line in lines) == 1
+    assert sum(line.startswith("test accuracy") for line in lines) == 1
+    assert sum("test_accuracy" in line for line in lines) == 3        # one line per epoch
+    assert float([l for l in lines if l.startswith("test accuracy")][0].split()[2]) > 0.9
+    assert nf.load(model).sizes == (16, 8, 3)
