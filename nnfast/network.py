@@ -720,6 +720,33 @@ class Network:
             if stop:
                 break
 
+    # ------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        """What pickle (copy, joblib, multiprocessing) keeps: the architecture, the
+        weights, the shuffling generator and order, and the dropout counter; the
+        workspaces are rebuilt when needed."""
+        return {"sizes": self.sizes, "hidden": self.hidden, "output": self.output,
+                "dtype": self.dtype.name, "dropout": self.dropout,
+                "input_scale": self.input_scale, "params": self._flat_params.copy(),
+                "rng": self._rng.bit_generator.state, "dropout_seed": self._dropout_seed,
+                "dropout_step": self._dropout_step,
+                "order": None if self._order is None else self._order.copy()}
+
+    def __setstate__(self, state):
+        self.__init__(state["sizes"], hidden=list(state["hidden"]), output=state["output"],
+                      dtype=state["dtype"], seed=None, dropout=list(state["dropout"]),
+                      input_scale=state["input_scale"])
+        params = np.asarray(state["params"])
+        if params.shape != self._flat_params.shape:
+            raise ValueError(f"Network: pickled params have shape {params.shape}, expected "
+                             f"{self._flat_params.shape}")
+        self._flat_params[...] = params
+        self._rng.bit_generator.state = state["rng"]
+        self._dropout_seed, self._dropout_step = state["dropout_seed"], state["dropout_step"]
+        order = state.get("order")      # fit shuffles it in place, epoch after epoch
+        self._order = None if order is None else np.array(order, dtype=np.intp)
+
     # ------------------------------------------------------------ files
 
     def save(self, path):

@@ -40,6 +40,19 @@ class Optimizer:
         self._owner = None
         self._state = {}
         self.t = 0
+        self._unpickled = False
+
+    def __getstate__(self):
+        """Hyperparameters, step count and state arrays (not the network they belong to:
+        after unpickling, the first network it trains with state of the right shape adopts
+        it, so a pickled (network, optimizer) pair continues where it stopped)."""
+        state = dict(self.__dict__)
+        state["_owner"] = None
+        state["_unpickled"] = bool(self._state)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     def reset(self):
         """Forget the state (moments, velocity, step count)."""
@@ -51,12 +64,18 @@ class Optimizer:
         """Refuse hyperparameters that the network's dtype cannot represent."""
 
     def _prepare(self, net):
-        """Allocate zeroed state for `net` unless this object already holds its state."""
+        """Allocate zeroed state for `net` unless this object already holds its state (or,
+        just unpickled, holds state of the right shape, which `net` then adopts)."""
         self._check_dtype(net._flat_params.dtype)
         owner = self._owner() if self._owner is not None else None
         flat = net._flat_params
-        fresh = owner is not net or any(
-            s.shape != flat.shape or s.dtype != flat.dtype for s in self._state.values())
+        fits = len(self._state) == len(self._state_names) and all(
+            s.shape == flat.shape and s.dtype == flat.dtype for s in self._state.values())
+        if self._unpickled and fits:
+            owner = net
+            self._owner = weakref.ref(net)
+        self._unpickled = False
+        fresh = owner is not net or not fits
         if fresh:
             self._state = {k: np.zeros_like(flat) for k in self._state_names}
             self._owner = weakref.ref(net)

@@ -205,41 +205,6 @@ class _NNBase(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
 
-    # ------------------------------------------------------------ pickling
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())        # a copy: never change __dict__
-        if "network_" in state:       # Network and the optimizers hold locks / weakrefs
-            net, opt = state["network_"], state["_optimizer"]
-            state["network_"] = {
-                "sizes": net.sizes, "hidden": net.hidden, "output": net.output,
-                "dtype": net.dtype.name, "dropout": tuple(getattr(net, "dropout", ())),
-                "coefs": [W.copy() for W in net.coefs],
-                "intercepts": [b.copy() for b in net.intercepts]}
-            state["_optimizer"] = {
-                "class": type(opt), "hyper": {k: getattr(opt, k) for k in opt._hyper},
-                "t": opt.t, "state": {k: v.copy() for k, v in opt._state.items()}}
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        if "network_" in state:
-            saved, saved_opt = state["network_"], state["_optimizer"]
-            extra = {"dropout": list(saved["dropout"])} if any(saved["dropout"]) else {}
-            net = Network(saved["sizes"], hidden=list(saved["hidden"]),
-                          output=saved["output"], dtype=saved["dtype"], seed=None, **extra)
-            for W, b, W0, b0 in zip(net.coefs, net.intercepts, saved["coefs"],
-                                    saved["intercepts"]):
-                W[...] = W0                         # write into the views, never rebind
-                b[...] = b0
-            opt = saved_opt["class"](**saved_opt["hyper"])
-            opt._prepare(net)                       # zeroed state bound to net, then filled
-            for k, v in saved_opt["state"].items():
-                opt._state[k][...] = v
-            opt.t = saved_opt["t"]
-            state["network_"], state["_optimizer"] = net, opt
-        super().__setstate__(state)
-
 
 _PARAMETERS_DOC = """
     Parameters
