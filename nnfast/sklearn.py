@@ -274,8 +274,8 @@ class NNClassifier(ClassifierMixin, _NNBase):
         ``arange(n_labels)``.""" + _ATTRIBUTES_DOC + """
     Notes
     -----
-    After unpickling, predictions are identical and partial_fit continues from the
-    optimizer's state; shuffling and dropout draw from a fresh generator.
+    After unpickling, predictions are identical and partial_fit continues exactly as
+    without pickling (weights, optimizer state, shuffling and dropout state are kept).
     """
 
     def _targets(self, y, first, classes=None):
@@ -396,8 +396,8 @@ class NNRegressor(RegressorMixin, _NNBase):
     n_outputs_ : int""" + _ATTRIBUTES_DOC + """
     Notes
     -----
-    After unpickling, predictions are identical and partial_fit continues from the
-    optimizer's state; shuffling and dropout draw from a fresh generator.
+    After unpickling, predictions are identical and partial_fit continues exactly as
+    without pickling (weights, optimizer state, shuffling and dropout state are kept).
     """
 
     def _targets(self, y, first, classes=None):
