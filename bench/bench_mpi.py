@@ -103,7 +103,7 @@ def model(single, mpi, batch, hosts, bandwidth, latency):
     step = single["epoch_s"] / single["steps"] * 1e6                  # us, batch B, 1 core
     opt = single["optimizer_us"]
     compute = (step - opt) / hosts
-    size = (single["params"] + 2) * 4
+    size = (single["params"] + 3) * 4
     allreduce = (0.0 if hosts == 1 else
                  2 * (hosts - 1) / hosts * size / bandwidth * 1e6 + 2 * (hosts - 1) * latency)
     return batch / ((compute + opt + allreduce) * 1e-6), allreduce
@@ -154,8 +154,8 @@ def main(argv=None):
                          f"{r['allreduce_alone_us']:.0f}" if "allreduce_alone_us" in r
                          else "-"])
     print(f"\nworkload: {SIZES} relu / softmax-CE / Adam, float32, {args.n} samples, "
-          f"median of {args.epochs} epochs; message {(one['params'] + 2) * 4 / 2**20:.2f} "
-          "MiB (flat gradients + loss + correct count)\n")
+          f"median of {args.epochs} epochs; message {(one['params'] + 3) * 4 / 2**20:.2f} "
+          "MiB (flat gradients + loss, correct count, Ctrl-C flag)\n")
     _common.print_table(["batch", "configuration", "samples/s", "vs 1 core", "us/step",
                          "allreduce us/step", "allreduce alone us"], rows)
     print(f"\noptimizer (Adam) over the whole flat buffer on one core: "

@@ -240,19 +240,26 @@ def squared_error_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
 
 # ---------------------------------------------------------------- mini-batch gather
 
+cdef bint _gather_checked(str name, Py_ssize_t out_rows, Py_ssize_t out_cols,
+                          const Py_ssize_t[::1] idx, Py_ssize_t n_rows, Py_ssize_t m) except -1:
+    """ValueError unless out (out_rows, out_cols) holds len(idx) rows of m and every index
+    is in [0, n_rows); False when there is nothing to copy."""
+    cdef Py_ssize_t n = idx.shape[0], i
+    if out_rows < n or out_cols != m:
+        raise ValueError(f"{name}: out ({out_rows}, {out_cols}) cannot hold {n} rows of {m}")
+    for i in range(n):
+        if idx[i] < 0 or idx[i] >= n_rows:
+            raise ValueError(f"{name}: index {idx[i]} out of range [0, {n_rows})")
+    return n > 0 and m > 0
+
+
 def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t[::1] idx):
     """out[i] := x[idx[i]] for i < len(idx)
     x (N, m), idx (n,) of np.intp with every entry in [0, N), out (>= n, m): the leading
     n rows are written.
     """
-    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i, n_rows = x.shape[0]
-    if out.shape[0] < n or out.shape[1] != m:
-        raise ValueError(f"gather_rows: out ({out.shape[0]}, {out.shape[1]}) cannot hold "
-                         f"{n} rows of {m}")
-    for i in range(n):
-        if idx[i] < 0 or idx[i] >= n_rows:
-            raise ValueError(f"gather_rows: index {idx[i]} out of range [0, {n_rows})")
-    if n == 0 or m == 0:
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1]
+    if not _gather_checked("gather_rows", out.shape[0], out.shape[1], idx, x.shape[0], m):
         return
     with nogil:
         _gather_rows(&out[0, 0], &x[0, 0], &idx[0], n, m)
@@ -272,16 +279,11 @@ def gather_rows_scaled(floating[:, ::1] out, const source[:, ::1] x,
     x (N, m) of uint8, float32 or float64; idx (n,) of np.intp in [0, N); out (>= n, m).
     Each entry is converted to out's dtype, then multiplied by scale in that dtype.
     """
-    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1], i, n_rows = x.shape[0]
+    cdef Py_ssize_t n = idx.shape[0], m = x.shape[1]
     cdef int src = (SRC_UINT8_ if source is uchar else
                     SRC_FLOAT32_ if source is float else SRC_FLOAT64_)
-    if out.shape[0] < n or out.shape[1] != m:
-        raise ValueError(f"gather_rows_scaled: out ({out.shape[0]}, {out.shape[1]}) cannot "
-                         f"hold {n} rows of {m}")
-    for i in range(n):
-        if idx[i] < 0 or idx[i] >= n_rows:
-            raise ValueError(f"gather_rows_scaled: index {idx[i]} out of range [0, {n_rows})")
-    if n == 0 or m == 0:
+    if not _gather_checked("gather_rows_scaled", out.shape[0], out.shape[1], idx,
+                           x.shape[0], m):
         return
     with nogil:
         _gather_convert(&out[0, 0], <const void *>&x[0, 0], src, &idx[0], n, m,

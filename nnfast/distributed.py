@@ -7,15 +7,18 @@ are broadcast, so that every rank starts identical. Each global mini-batch of
 `batch_size` samples (the same indices on every rank) is cut into one contiguous part per
 rank; a rank runs the compiled forward/backward step on its part, with the gradient
 divided by the global batch size, and ONE Allreduce (sum, in place) over the flat
-gradient buffer, which carries the batch's summed loss and correct-prediction count in
-two extra entries, gives every rank the global batch's mean gradient. The optimizer then
+gradient buffer, which carries the batch's summed loss, correct-prediction count and
+Ctrl-C flag in three extra entries, gives every rank the global batch's mean gradient. The optimizer then
 runs identically everywhere (same code, same inputs), so the weights stay bit-identical
 across ranks, and training equals a single process with the same batch size up to the
 rounding of the gradient sums.
 
-Failures are agreed on: the input checks of fit end with a collective exchange of
-errors, so a rank whose data is bad raises its own error and every other rank raises a
-ValueError naming that rank, instead of waiting forever in the first Allreduce.
+Failures are agreed on, so that no rank waits forever in an Allreduce the others left:
+the input checks of fit, the callbacks before and after each epoch (and the validation)
+end with a collective exchange of errors: the rank that failed raises its own error,
+every other rank a ValueError naming it. Ctrl-C on any rank stops every rank after the
+same step (its flag travels in the step's Allreduce); the decision to stop early is the
+same everywhere (any rank's callback asking to stop stops all).
 
 Threads: each rank runs a team of at most (CPUs / ranks on this host) threads, and BLAS
 stays single-threaded during a step, as without MPI.
@@ -50,13 +53,15 @@ class DataParallel:
         local.Free()
         self.comm_time = 0.0
 
-    def agree(self, exc=None):
+    def agree(self, exc=None, stop=False):
         """Collective: raise on every rank if `exc` (this rank's failure, or None) is set
-        on any. The failing rank raises its own exception, the others a ValueError."""
-        errors = self.comm.allgather(None if exc is None else f"{type(exc).__name__}: {exc}")
-        failed = [(rank, err) for rank, err in enumerate(errors) if err is not None]
+        on any: the failing rank raises its own exception, the others a ValueError naming
+        it. Else returns whether any rank asked to `stop`."""
+        notes = self.comm.allgather((None if exc is None else f"{type(exc).__name__}: {exc}",
+                                     bool(stop)))
+        failed = [(rank, err) for rank, (err, _) in enumerate(notes) if err is not None]
         if not failed:
-            return
+            return any(s for _, s in notes)
         if exc is not None:
             raise exc
         rank, err = failed[0]
@@ -103,7 +108,8 @@ def dropout_seed(seed, rank):
 
 
 def flat_grads_with_totals(n_params, dtype):
-    """The flat gradient buffer with two extra entries (summed loss, correct count) that
-    ride along in the same Allreduce; returns (buffer, gradient view)."""
-    ext = np.zeros(n_params + 2, dtype)
+    """The flat gradient buffer with three extra entries (summed loss, correct count,
+    interrupted ranks) that ride along in the same Allreduce; returns (buffer, gradient
+    view)."""
+    ext = np.zeros(n_params + 3, dtype)
     return ext, ext[:n_params]

@@ -480,11 +480,13 @@ class Network:
             self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts)
         return self._workspace
 
-    def _train_step(self, step, idx, optimizer, dist=None):
+    def _train_step(self, step, idx, optimizer, dist=None, interrupted=False):
         """One mini-batch of the data bound to `step` (configured with `optimizer`):
         gather, forward, backward and update, in one compiled call; with `dist`
         (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
-        (mean loss, correct predictions) of the batch; a non-finite loss is not applied."""
+        (mean loss, correct predictions) of the batch; a non-finite loss is not applied.
+        With `dist`, `interrupted` (Ctrl-C on this rank) rides along in the Allreduce, and
+        self._interrupted_somewhere tells whether any rank was interrupted."""
         if dist is None:
             optimizer.t += 1
             loss = step.step(idx, optimizer.t) / idx.shape[0]
@@ -492,17 +494,19 @@ class Network:
                 optimizer.t -= 1                # the step skipped its update
             return loss, step.correct
         lo, hi = dist.part(idx.shape[0])
-        totals = self._flat_grads_ext
+        totals = self._flat_grads_ext           # gradients, then loss, correct, interrupted
         if hi > lo:                             # gradient of the part, / the global batch
-            totals[-2] = step.step(idx[lo:hi], 0, idx.shape[0])
-            totals[-1] = step.correct
+            totals[-3] = step.step(idx[lo:hi], 0, idx.shape[0])
+            totals[-2] = step.correct
         else:
             totals[:] = 0
+        totals[-1] = 1 if interrupted else 0
         dist.allreduce(totals)
-        loss = float(totals[-2]) / idx.shape[0]
+        self._interrupted_somewhere = bool(totals[-1] > 0)
+        loss = float(totals[-3]) / idx.shape[0]
         if math.isfinite(loss):
             optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
-        return loss, int(round(float(totals[-1])))
+        return loss, int(round(float(totals[-2])))
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
             validation_data=None, verbose=True, validation_split=None, callbacks=None,
@@ -655,11 +659,19 @@ class Network:
         n_batches = -(-n // rows)
         per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
         for epoch in range(epochs):
-            for cb in callbacks:
-                if hasattr(cb, "on_epoch_begin"):
-                    cb.on_epoch_begin(self, epoch, optimizer)
-            if callbacks:                               # a schedule may have changed lr
-                optimizer._configure(step, self)
+            failure = None
+            try:
+                for cb in callbacks:
+                    if hasattr(cb, "on_epoch_begin"):
+                        cb.on_epoch_begin(self, epoch, optimizer)
+                if callbacks:                           # a schedule may have changed lr
+                    optimizer._configure(step, self)
+            except Exception as exc:
+                if dist is None:
+                    raise
+                failure = exc
+            if dist is not None:            # a rank failing here must not leave the others
+                dist.agree(failure)         # waiting in the next Allreduce
             progress = EpochProgress(verbose, n_batches, epoch, epochs)
             t0 = time.perf_counter()
             if shuffle:
@@ -671,7 +683,8 @@ class Network:
                     step.threads = team if dist is None else dist.threads(team)
                     for k, start in enumerate(range(0, n, rows)):
                         idx = order[start:start + rows]
-                        loss, right = self._train_step(step, idx, optimizer, dist)
+                        loss, right = self._train_step(step, idx, optimizer, dist,
+                                                       interrupt.requested)
                         if not math.isfinite(loss):
                             # the step skipped its update: the weights are the last finite
                             err = FloatingPointError(
@@ -686,7 +699,9 @@ class Network:
                         if k + 1 - shown >= progress.every:
                             progress.update(k + 1 - shown, total / (start + idx.shape[0]))
                             shown = k + 1
-                        if interrupt.requested:          # Ctrl-C: stop between steps
+                        if interrupt.requested or (dist is not None
+                                                   and self._interrupted_somewhere):
+                            # Ctrl-C (on any rank): stop between steps
                             err = KeyboardInterrupt()
                             err.history = hist
                             raise err
@@ -696,29 +711,44 @@ class Network:
             if dist is not None:
                 hist.comm_time.append(dist.comm_time - comm_before)
             hist.loss.append(total / n)
-            line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
-            logs = {"loss": hist.loss[-1]}
-            if self.output != "linear":
-                hist.accuracy.append(correct / (n * per_sample))
-                line += f"  accuracy {hist.accuracy[-1]:.4f}"
-                logs["accuracy"] = hist.accuracy[-1]
-            if val is not None:
-                vloss, vacc = self._loss_accuracy(*val)
-                hist.val_loss.append(vloss)
-                line += f"  val_loss {vloss:.4f}"
-                logs["val_loss"] = vloss
-                if vacc is not None:
-                    hist.val_accuracy.append(vacc)
-                    line += f"  val_accuracy {vacc:.4f}"
-                    logs["val_accuracy"] = vacc
-            progress.line(f"{line}  {hist.epoch_time[-1]:.2f}s")
-            logs.update(epoch_time=hist.epoch_time[-1], lr=optimizer.lr)
-            stop = False
-            for cb in callbacks:
-                if hasattr(cb, "on_epoch_end"):
-                    stop = bool(cb.on_epoch_end(self, epoch, logs)) or stop
+            failure, stop = None, False
+            try:
+                stop = self._epoch_end(hist, epoch, epochs, correct, n * per_sample, val,
+                                       optimizer, progress, callbacks)
+            except Exception as exc:
+                if dist is None:
+                    raise
+                failure = exc
+            if dist is not None:            # every rank stops, or fails, together
+                stop = dist.agree(failure, stop)
             if stop:
                 break
+
+    def _epoch_end(self, hist, epoch, epochs, correct, count, val, optimizer, progress,
+                   callbacks):
+        """History, the epoch's line and the callbacks; True when one asks to stop."""
+        line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
+        logs = {"loss": hist.loss[-1]}
+        if self.output != "linear":
+            hist.accuracy.append(correct / count)
+            line += f"  accuracy {hist.accuracy[-1]:.4f}"
+            logs["accuracy"] = hist.accuracy[-1]
+        if val is not None:
+            vloss, vacc = self._loss_accuracy(*val)
+            hist.val_loss.append(vloss)
+            line += f"  val_loss {vloss:.4f}"
+            logs["val_loss"] = vloss
+            if vacc is not None:
+                hist.val_accuracy.append(vacc)
+                line += f"  val_accuracy {vacc:.4f}"
+                logs["val_accuracy"] = vacc
+        progress.line(f"{line}  {hist.epoch_time[-1]:.2f}s")
+        logs.update(epoch_time=hist.epoch_time[-1], lr=optimizer.lr)
+        stop = False
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                stop = bool(cb.on_epoch_end(self, epoch, logs)) or stop
+        return stop
 
     # ------------------------------------------------------------ pickling
 

@@ -211,6 +211,18 @@ def gather_rows(out, x, idx):
     np.take(x, idx, axis=0, out=out[:n], mode="clip")     # "raise" copies via a temporary
 
 
+def gather_rows_scaled(out, x, idx, scale):
+    """out[i] := x[idx[i]] * scale, converted to out's dtype first; x uint8 / float."""
+    n = idx.shape[0]
+    if out.shape[0] < n or out.shape[1] != x.shape[1]:
+        raise ValueError(f"gather_rows_scaled: out {out.shape} cannot hold {n} rows of "
+                         f"{x.shape[1]}")
+    if n and (idx.min() < 0 or idx.max() >= x.shape[0]):
+        raise ValueError("gather_rows_scaled: index out of range")
+    out[:n] = x[idx].astype(out.dtype)
+    out[:n] *= out.dtype.type(scale)
+
+
 # ---------------------------------------------------------------- optimizers
 
 def _check_optim(n, sizes, n_decay):

@@ -63,6 +63,27 @@ def main():
         except ValueError as exc:
             print(f"rank {rank}: ValueError: {exc}", flush=True)
             sys.exit(3)
+    elif case == "callback_fails":       # rank 1's callback raises after epoch 2
+        class Boom(nf.callbacks.Callback):
+            def on_epoch_end(self, net, epoch, logs):
+                if rank == 1 and epoch == 1:
+                    raise RuntimeError("boom")
+                return False
+        X, y = data()
+        try:
+            nf.Network([12, 16, 3], seed=0).fit(X, y, epochs=4, verbose=False, comm=comm,
+                                                callbacks=[Boom()])
+        except (RuntimeError, ValueError) as exc:
+            print(f"rank {rank}: {type(exc).__name__}: {exc}", flush=True)
+            sys.exit(3)
+    elif case == "early_stop_on_one_rank":   # only rank 0's callback stops: all stop
+        class StopOnRank0(nf.callbacks.Callback):
+            def on_epoch_end(self, net, epoch, logs):
+                return rank == 0 and epoch == 1
+        X, y = data()
+        hist = nf.Network([12, 16, 3], seed=0).fit(X, y, epochs=5, verbose=False,
+                                                   comm=comm, callbacks=[StopOnRank0()])
+        print(f"rank {rank}: {len(hist.loss)} epochs", flush=True)
     elif case == "dropout":              # different masks per rank, identical weights
         net, hist = train(comm, nf.Adam(lr=1e-2), 32)
         np.save(f"{out}/params_{rank}.npy", net._flat_params)

@@ -559,3 +559,19 @@ def test_gather_rows_refuses_out_of_range_indices():
     for bad in ([0, 10], [-1, 0], [0, 10**9]):
         with pytest.raises(ValueError, match="out of range"):
             K.gather_rows(out, x, np.array(bad, np.intp))
+
+
+@pytest.mark.parametrize("source", [np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_rows_scaled_matches_twin(source, dtype):
+    rng = np.random.default_rng(0)
+    x = (rng.random((50, 13)) * 255).astype(source)
+    idx = rng.integers(0, 50, 21).astype(np.intp)
+    out, ref = np.full((24, 13), -1, dtype), np.full((24, 13), -1, dtype)
+    K.gather_rows_scaled(out, x, idx, 1 / 255)
+    R.gather_rows_scaled(ref, x, idx, 1 / 255)
+    assert np.array_equal(out, ref)                       # the same two roundings
+    with pytest.raises(ValueError, match="out of range"):
+        K.gather_rows_scaled(out, x, np.array([50], np.intp), 1.0)
+    with pytest.raises(ValueError, match="cannot hold"):
+        K.gather_rows_scaled(out[:5], x, idx, 1.0)

@@ -63,6 +63,19 @@ def test_a_rank_with_bad_data_stops_every_rank_with_a_clear_error(tmp_path):
     assert "trained" not in proc.stdout
 
 
+def test_a_callback_failing_on_one_rank_stops_every_rank(tmp_path):
+    proc = run("callback_fails", tmp_path)
+    assert proc.returncode != 0
+    assert "rank 1: RuntimeError: boom" in proc.stdout
+    assert "rank 0: ValueError: fit: rank 1 of 2 failed" in proc.stdout
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
+    proc = run("early_stop_on_one_rank", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0: 2 epochs" in proc.stdout and "rank 1: 2 epochs" in proc.stdout
+
+
 def test_ranks_must_agree_on_the_arguments(tmp_path):
     proc = run("mismatch", tmp_path)
     assert proc.returncode != 0
