@@ -84,6 +84,24 @@ def main():
         hist = nf.Network([12, 16, 3], seed=0).fit(X, y, epochs=5, verbose=False,
                                                    comm=comm, callbacks=[StopOnRank0()])
         print(f"rank {rank}: {len(hist.loss)} epochs", flush=True)
+    elif case == "interrupt":            # Ctrl-C on rank 1 only, early in epoch 2
+        import os
+        import signal
+
+        class CtrlC(nf.callbacks.Callback):
+            def on_epoch_begin(self, net, epoch, optimizer):
+                if rank == 1 and epoch == 1:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        X, y = data()
+        net = nf.Network([12, 16, 3], seed=0)
+        try:
+            net.fit(X, y, epochs=5, batch_size=32, verbose=False, comm=comm,
+                    callbacks=[CtrlC()])
+        except KeyboardInterrupt as exc:
+            np.save(f"{out}/params_{rank}.npy", net._flat_params)
+            print(f"rank {rank}: interrupted after {len(exc.history.batch_loss)} steps",
+                  flush=True)
     elif case == "dropout":              # different masks per rank, identical weights
         net, hist = train(comm, nf.Adam(lr=1e-2), 32)
         np.save(f"{out}/params_{rank}.npy", net._flat_params)

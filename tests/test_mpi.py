@@ -76,6 +76,16 @@ def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
     assert "rank 0: 2 epochs" in proc.stdout and "rank 1: 2 epochs" in proc.stdout
 
 
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    proc = run("interrupt", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    steps = -(-203 // 32)                    # epoch 1, then the first step of epoch 2
+    for rank in (0, 1):
+        assert f"rank {rank}: interrupted after {steps + 1} steps" in proc.stdout
+    assert np.array_equal(np.load(tmp_path / "params_0.npy"),
+                          np.load(tmp_path / "params_1.npy"))
+
+
 def test_ranks_must_agree_on_the_arguments(tmp_path):
     proc = run("mismatch", tmp_path)
     assert proc.returncode != 0
