@@ -351,18 +351,20 @@ NNF_MUL(nnf_mul_f64, double)
  * come from DRAM: one row at a time, each copy waits for its misses (measured ~270 ns a
  * 3 KB row). Prefetching the rows NNF_GATHER_AHEAD ahead keeps several rows in flight. */
 #define NNF_GATHER_AHEAD 8
+static inline void nnf_prefetch_row(const char *row, size_t row_bytes)
+{
+    for (size_t off = 0; off < row_bytes; off += 64)
+        __builtin_prefetch(row + off, 0, 3);
+}
+
 static void nnf_gather_rows(char *restrict out, const char *restrict x,
                             const ptrdiff_t *restrict idx, ptrdiff_t n, size_t row_bytes)
 {
     for (ptrdiff_t i = 0; i < n && i < NNF_GATHER_AHEAD; i++)
-        for (size_t off = 0; off < row_bytes; off += 64)
-            __builtin_prefetch(x + idx[i] * row_bytes + off, 0, 3);
+        nnf_prefetch_row(x + idx[i] * row_bytes, row_bytes);
     for (ptrdiff_t i = 0; i < n; i++) {
-        if (i + NNF_GATHER_AHEAD < n) {
-            const char *ahead = x + idx[i + NNF_GATHER_AHEAD] * row_bytes;
-            for (size_t off = 0; off < row_bytes; off += 64)
-                __builtin_prefetch(ahead + off, 0, 3);
-        }
+        if (i + NNF_GATHER_AHEAD < n)
+            nnf_prefetch_row(x + idx[i + NNF_GATHER_AHEAD] * row_bytes, row_bytes);
         memcpy(out + i * row_bytes, x + idx[i] * row_bytes, row_bytes);
     }
 }
@@ -377,14 +379,11 @@ static void nnf_gather_rows(char *restrict out, const char *restrict x,
     {                                                                                  \
         const size_t row_bytes = (size_t)m * sizeof(FROM);                             \
         for (ptrdiff_t i = 0; i < n && i < NNF_GATHER_AHEAD; i++)                      \
-            for (size_t off = 0; off < row_bytes; off += 64)                           \
-                __builtin_prefetch((const char *)(x + idx[i] * m) + off, 0, 3);        \
+            nnf_prefetch_row((const char *)(x + idx[i] * m), row_bytes);               \
         for (ptrdiff_t i = 0; i < n; i++) {                                            \
-            if (i + NNF_GATHER_AHEAD < n) {                                            \
-                const char *ahead = (const char *)(x + idx[i + NNF_GATHER_AHEAD] * m);  \
-                for (size_t off = 0; off < row_bytes; off += 64)                       \
-                    __builtin_prefetch(ahead + off, 0, 3);                             \
-            }                                                                          \
+            if (i + NNF_GATHER_AHEAD < n)                                              \
+                nnf_prefetch_row((const char *)(x + idx[i + NNF_GATHER_AHEAD] * m),    \
+                                 row_bytes);                                           \
             const FROM *restrict r = x + idx[i] * m;                                   \
             TO *restrict o = out + i * m;                                              \
             for (ptrdiff_t j = 0; j < m; j++)                                          \
