@@ -189,8 +189,8 @@ class Network:
         self._layout, self.n_params = build_layout(self.sizes)
         self._n_decay = n_weights(self._layout)
         self._flat_params = np.zeros(self.n_params, self.dtype)
-        # two extra entries after the gradients: a data-parallel step's loss and correct
-        # count travel in the gradients' Allreduce (nnfast.distributed)
+        # extra entries after the gradients: a data-parallel step's loss, correct count and
+        # Ctrl-C flag travel in the gradients' Allreduce (nnfast.distributed)
         self._flat_grads_ext, self._flat_grads = flat_grads_with_totals(self.n_params,
                                                                          self.dtype)
         views = layer_views(self._flat_params, self._layout)
@@ -344,17 +344,15 @@ class Network:
         bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
         codes = self._hidden_codes + [last_code]
         convert = X.dtype != self.dtype or self.input_scale != 1
-        if convert:                                  # as the training gather does
+        if convert:                             # with the training step's own gather
             x_buf = np.empty((rows, self.sizes[0]), self.dtype)
-            scale = self.dtype.type(self.input_scale)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             a = X[start:stop]
             if convert:
                 a = x_buf[:stop - start]
-                np.copyto(a, X[start:stop], casting="unsafe")
-                if scale != 1:
-                    a *= scale
+                K.gather_rows_scaled(a, X, np.arange(start, stop, dtype=np.intp),
+                                     self.input_scale)
             for l in range(self.n_layers):
                 nxt = out[start:stop] if l == self.n_layers - 1 else bufs[l][:stop - start]
                 K.dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
@@ -484,15 +482,15 @@ class Network:
         """One mini-batch of the data bound to `step` (configured with `optimizer`):
         gather, forward, backward and update, in one compiled call; with `dist`
         (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
-        (mean loss, correct predictions) of the batch; a non-finite loss is not applied.
-        With `dist`, `interrupted` (Ctrl-C on this rank) rides along in the Allreduce, and
-        self._interrupted_somewhere tells whether any rank was interrupted."""
+        (mean loss, correct predictions, interrupted) of the batch; a non-finite loss is not
+        applied. `interrupted` (Ctrl-C on this rank) comes back as is, or with `dist`
+        rides along in the Allreduce and comes back true when any rank was interrupted."""
         if dist is None:
             optimizer.t += 1
             loss = step.step(idx, optimizer.t) / idx.shape[0]
             if not math.isfinite(loss):
                 optimizer.t -= 1                # the step skipped its update
-            return loss, step.correct
+            return loss, step.correct, interrupted
         lo, hi = dist.part(idx.shape[0])
         totals = self._flat_grads_ext           # gradients, then loss, correct, interrupted
         if hi > lo:                             # gradient of the part, / the global batch
@@ -502,11 +500,10 @@ class Network:
             totals[:] = 0
         totals[-1] = 1 if interrupted else 0
         dist.allreduce(totals)
-        self._interrupted_somewhere = bool(totals[-1] > 0)
         loss = float(totals[-3]) / idx.shape[0]
         if math.isfinite(loss):
             optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
-        return loss, int(round(float(totals[-2])))
+        return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
             validation_data=None, verbose=True, validation_split=None, callbacks=None,
@@ -683,8 +680,8 @@ class Network:
                     step.threads = team if dist is None else dist.threads(team)
                     for k, start in enumerate(range(0, n, rows)):
                         idx = order[start:start + rows]
-                        loss, right = self._train_step(step, idx, optimizer, dist,
-                                                       interrupt.requested)
+                        loss, right, stop_now = self._train_step(step, idx, optimizer, dist,
+                                                                 interrupt.requested)
                         if not math.isfinite(loss):
                             # the step skipped its update: the weights are the last finite
                             err = FloatingPointError(
@@ -699,9 +696,7 @@ class Network:
                         if k + 1 - shown >= progress.every:
                             progress.update(k + 1 - shown, total / (start + idx.shape[0]))
                             shown = k + 1
-                        if interrupt.requested or (dist is not None
-                                                   and self._interrupted_somewhere):
-                            # Ctrl-C (on any rank): stop between steps
+                        if stop_now:            # Ctrl-C (on any rank): stop between steps
                             err = KeyboardInterrupt()
                             err.history = hist
                             raise err
@@ -819,7 +814,7 @@ def _checksum(arrays):
     """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
     h = hashlib.sha256()
     for name in ("sizes", "hidden", "output", "dtype", "params", "dropout", "input_scale"):
-        if name in ("dropout", "input_scale") and name not in arrays:
+        if name not in arrays:          # the optional ones (load checks the others first)
             continue
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
