@@ -14,6 +14,7 @@ import numpy as np
 from . import _bench, datasets, plots
 from ._threads import set_num_threads
 from .callbacks import Callback, EarlyStopping
+from .distributed import DataParallel
 from .network import HIDDEN, Network, load
 from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
@@ -87,6 +88,12 @@ def _subparser(sub, name, summary, description, examples):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _add_model(p):
+    p.add_argument("--model", metavar="PATH", required=True,
+                   help="model file written by `nnfast train --save` or Network.save "
+                        "(required)")
+
+
 def _add_threads(p):
     p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
                    help="threads of nnfast (default: OpenBLAS's choice, one per core)")
@@ -153,14 +160,13 @@ def _add_train(sub):
 def _add_evaluate(sub):
     ev = _subparser(
         sub, "evaluate", "test loss, accuracy and confusion matrix of a saved model",
-        "Evaluate a saved model on the test split of a directory of MNIST-format IDX files: "
+        "Evaluate a saved model on the test split of a data directory (MNIST-format IDX "
+        "files, or x_test.npy / y_test.npy): "
         "test loss and accuracy, the confusion matrix (rows: true class, columns: "
         "predicted class) and the accuracy of each class.",
         ["nnfast evaluate --model model.npz",
          "nnfast evaluate --model model.npz --data ~/mnist --plot confusion.png"])
-    ev.add_argument("--model", metavar="PATH", required=True,
-                    help="model file written by `nnfast train --save` or Network.save "
-                         "(required)")
+    _add_model(ev)
     ev.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
     ev.add_argument("--plot", metavar="PATH", default=None,
                     help="write a picture (PNG) of the confusion matrix to PATH; needs "
@@ -173,13 +179,12 @@ def _add_predict(sub):
         sub, "predict", "predict the classes of samples in a .npy file",
         "Predict with a saved model: read samples from a .npy file (2-D (n, features), or "
         "3-D (n, rows, cols) images, flattened; uint8 pixels are scaled as the model was "
-        "trained: by its input_scale, or by 1/255 for a model that takes [0, 1] inputs) and write the predicted class indices (int64, shape (n,)) - or with --proba "
+        "trained: by its input_scale, or by 1/255 for a model that takes [0, 1] inputs) "
+        "and write the predicted class indices (int64, shape (n,)) - or with --proba "
         "the probabilities (n, classes) - to a .npy file.",
         ["nnfast predict --model model.npz --input images.npy --output classes.npy",
          "nnfast predict --model model.npz --input images.npy --output proba.npy --proba"])
-    pr.add_argument("--model", metavar="PATH", required=True,
-                    help="model file written by `nnfast train --save` or Network.save "
-                         "(required)")
+    _add_model(pr)
     pr.add_argument("--input", metavar="PATH", required=True,
                     help="samples, a .npy file: (n, features) or (n, rows, cols) "
                          "(required)")
@@ -352,10 +357,7 @@ def _train(args):
     if args.threads:
         set_num_threads(args.threads)
     elif comm is not None:                      # the ranks of a host share its cores
-        from mpi4py import MPI
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        set_num_threads(max(1, (os.cpu_count() or 1) // local.Get_size()))
-        local.Free()
+        set_num_threads(DataParallel(comm).threads(os.cpu_count() or 1))
     n_classes = int(max(y.max(), yt.max())) + 1
     sizes = [X.shape[1], *args.hidden, n_classes]
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,
