@@ -151,7 +151,7 @@ def test_fitted_attributes_and_defaults():
         clf.predict(X)
     _quiet_fit(clf, X, y)
     assert clf.n_features_in_ == 4
-    assert clf.network_.sizes == (4, 100, 3) and clf.network_.dtype == np.float32
+    assert clf.network_.sizes == (4, 100, 3) and clf.network_.dtype == np.float64
     assert len(clf.loss_curve_) == clf.n_iter_ and 1 <= clf.n_iter_ <= 200
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
     assert clf.validation_loss_curve_ is None
@@ -239,7 +239,8 @@ def test_bad_hyperparameters_raise_before_fitting():
     X, y = _blobs(n=60)
     bad = [dict(optimizer="rmsprop"), dict(batch_size=0), dict(batch_size="big"),
            dict(epochs=0), dict(epochs=2.5), dict(tol=-1.0), dict(n_iter_no_change=0),
-           dict(validation_fraction=1.0), dict(dtype="int32"), dict(dtype=None),
+           dict(validation_fraction=1.0), dict(dtype="int32"), dict(dtype="float16"),
+           dict(dtype=object()),
            dict(hidden_layer_sizes=(0,)), dict(hidden_layer_sizes="10"),
            dict(activation="swish"), dict(learning_rate=0.0), dict(weight_decay=-1.0),
            dict(optimizer="sgd", momentum=1.0), dict(shuffle="yes")]
@@ -268,11 +269,33 @@ def test_input_validation_messages():
 def test_float64_input_converted_once_and_not_modified():
     X, y = _blobs(n=60)
     X_copy = X.copy()
-    clf = _quiet_fit(NNClassifier(epochs=3, random_state=0), X, y)
+    clf = _quiet_fit(NNClassifier(epochs=3, random_state=0, dtype="float32"), X, y)
     np.testing.assert_array_equal(X, X_copy)
     np.testing.assert_array_equal(clf.predict_proba(X),
                                   clf.predict_proba(X.astype(np.float32)))
     np.testing.assert_array_equal(clf.predict(X.tolist()), clf.predict(X))
+
+
+@pytest.mark.parametrize("Estimator", [NNClassifier, NNRegressor])
+def test_dtype_follows_scikit_learns_rule(Estimator):
+    """dtype=None: float32 X trains and predicts in float32, any other X in float64;
+    an explicit dtype wins over X's."""
+    X, y = _blobs(n=60)
+    cases = [(X.astype(np.float32), None, np.float32), (X, None, np.float64),
+             (X.astype(np.int64), None, np.float64), (X.tolist(), None, np.float64),
+             (X.astype(np.float16), None, np.float64),
+             (X, "float32", np.float32), (X.astype(np.float32), "float64", np.float64)]
+    for X_in, dtype, expected in cases:
+        est = _quiet_fit(Estimator(epochs=2, random_state=0, dtype=dtype), X_in, y)
+        assert est.network_.dtype == expected, (type(X_in), dtype)
+        out = est.predict_proba(X_in) if Estimator is NNClassifier else est.predict(X_in)
+        assert out.dtype == expected
+    # partial_fit keeps the dtype of its first call
+    est = Estimator(random_state=0)
+    kwargs = {"classes": np.unique(y)} if Estimator is NNClassifier else {}
+    est.partial_fit(X.astype(np.float32), y, **kwargs)
+    est.partial_fit(X, y)
+    assert est.network_.dtype == np.float32
 
 
 def test_verbose_prints_epochs(capsys):
