@@ -22,7 +22,8 @@ from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_n
 from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params,
                    _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
                    _gather_rows, _gather_convert, _dropout, _mul, nnf_dropout_key,
-                   SRC_UINT8_, SRC_FLOAT32_, SRC_FLOAT64_)
+                   _weighted_loss_backward, SRC_UINT8_, SRC_FLOAT32_, SRC_FLOAT64_,
+                   LOSS_SOFTMAX_XENT_, LOSS_SQUARED_ERROR_)
 
 # Activation codes (shared with nnfast/network.py through the module attributes).
 ACT_LINEAR = 0
@@ -251,6 +252,31 @@ cdef bint _gather_checked(str name, Py_ssize_t out_rows, Py_ssize_t out_cols,
         if idx[i] < 0 or idx[i] >= n_rows:
             raise ValueError(f"{name}: index {idx[i]} out of range [0, {n_rows})")
     return n > 0 and m > 0
+
+
+def weighted_loss_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                           const floating[:, ::1] y, const floating[::1] w, int loss):
+    """dz := w[:, None] * (the unweighted gradient of `loss`);
+    returns sum_i w[i] * (loss of row i)
+    z logits (n, m), y targets (n, m), w (n,) row weights, dz (n, m) (may be z); loss a
+    LOSS_* code. The loss of a row is that of softmax_xent_backward,
+    sigmoid_bce_backward or squared_error_backward on that row alone.
+    """
+    cdef Py_ssize_t n = z.shape[0], m = z.shape[1]
+    _check_loss_shapes("weighted_loss_backward", n, m, dz.shape[0], dz.shape[1],
+                       y.shape[0], y.shape[1])
+    if w.shape[0] != n:
+        raise ValueError(f"weighted_loss_backward: w has {w.shape[0]} entries, z {n} rows")
+    if not LOSS_SOFTMAX_XENT_ <= loss <= LOSS_SQUARED_ERROR_:
+        raise ValueError(f"weighted_loss_backward: unknown loss code {loss}")
+    if m == 0:
+        raise ValueError("weighted_loss_backward: needs at least one output unit")
+    if n == 0:
+        return 0.0
+    cdef double total
+    with nogil:
+        total = _weighted_loss_backward(loss, &dz[0, 0], &z[0, 0], &y[0, 0], &w[0], n, m)
+    return total
 
 
 def gather_rows(floating[:, ::1] out, const floating[:, ::1] x, const Py_ssize_t[::1] idx):

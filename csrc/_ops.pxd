@@ -241,6 +241,30 @@ cdef inline double _loss_backward(int loss, floating *dz, const floating *z,
     return _squared_error(dz, z, y, n * m)
 
 
+cdef inline double _weighted_loss_backward(int loss, floating *dz, const floating *z,
+                                           const floating *y, const floating *w,
+                                           Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """The output layer's gradient and loss with a weight per row: row i of dz := w[i] *
+    (its unweighted gradient); returns sum_i w[i] * loss of row i."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0
+    cdef floating wi
+    for i in range(n):
+        wi = w[i]
+        total += wi * _loss_backward(loss, dz + i * m, z + i * m, y + i * m, 1, m)
+        for j in range(m):
+            dz[i * m + j] *= wi
+    return total
+
+
+cdef inline void _gather_values(floating *out, const floating *x, const Py_ssize_t *idx,
+                                Py_ssize_t n) noexcept nogil:
+    """out[i] := x[idx[i]], i < n (one value per row: sample weights)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = x[idx[i]]
+
+
 cdef inline void _gather_rows(floating *out, const floating *x, const Py_ssize_t *idx,
                               Py_ssize_t n, Py_ssize_t m) noexcept nogil:
     """out[i] := x[idx[i]], i < n, rows of m entries (rows ahead are prefetched)."""

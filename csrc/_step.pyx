@@ -27,6 +27,7 @@ from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
+                   _weighted_loss_backward, _gather_values,
                    _dropout, _mul, nnf_dropout_key, _gather_convert, SRC_UINT8_,
                    SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
                    LOSS_SIGMOID_BCE_)
@@ -94,6 +95,8 @@ cdef class TrainStep:
     cdef void *y
     cdef const void *X
     cdef const void *Y
+    cdef const void *W                      # sample weights (N,) of the bound data, or NULL
+    cdef void *rw                           # the batch's row weights (rows,)
     cdef int x_src                          # X's SRC_* type, -1: the step's dtype, unscaled
     cdef double x_scale
     cdef int *codes
@@ -142,11 +145,13 @@ cdef class TrainStep:
         self.keys = NULL
         self.has_dropout = False
         self.dropout_seed = self.dropout_step = 0
-        self.X = self.Y = NULL
+        self.X = self.Y = self.W = NULL
+        self.rw = NULL
         self.opt = OPT_NONE
         self.p0 = self.g0 = self.s1 = self.s2 = NULL
 
     def __dealloc__(self):
+        free(self.rw)
         free(self.sizes)
         free(self.a)
         free(self.d)
@@ -186,7 +191,8 @@ cdef class TrainStep:
         self.drop = <unsigned int *>malloc(L * sizeof(unsigned int))
         self.dscale = <double *>malloc(L * sizeof(double))
         self.keys = <unsigned long long *>malloc(L * sizeof(unsigned long long))
-        if (self.g == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
+        self.rw = malloc(max(self.rows, 1) * self.dtype.itemsize)
+        if (self.g == NULL or self.rw == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
                 or self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
@@ -250,11 +256,13 @@ cdef class TrainStep:
         keep.append(arr)
         return <void *><size_t>arr.ctypes.data
 
-    def bind(self, X, Y, double x_scale=1.0):
+    def bind(self, X, Y, double x_scale=1.0, W=None):
         """Use X (N, sizes[0]) and Y (N, sizes[-1]) as the training data (checked arrays,
         kept alive until the next bind). X may be uint8, float32 or float64 (an np.memmap
         too): its rows are converted to the step's dtype and multiplied by x_scale as
-        each mini-batch is gathered; Y has the step's dtype."""
+        each mini-batch is gathered; Y has the step's dtype. W (N,) of the step's dtype,
+        optional: sample weights (finite, >= 0): a row's loss and gradient are multiplied
+        by its weight (the caller passes the batch's weight sum as step's grad_div)."""
         keep = []
         n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else -1
         if n < 1:
@@ -272,6 +280,7 @@ cdef class TrainStep:
                              f"{self.sizes[0]}), got {X.shape}")
         keep.append(X)
         self.Y = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        self.W = NULL if W is None else self._pointer(W, (n,), keep, False)
         self.X = <const void *><size_t>X.ctypes.data
         self.x_src, self.x_scale = src, x_scale
         self.n_data = n
@@ -337,7 +346,7 @@ cdef class TrainStep:
 
     def release(self):
         """Forget the bound data and the optimizer (they are no longer kept alive)."""
-        self.X = self.Y = NULL
+        self.X = self.Y = self.W = NULL
         self.n_data = 0
         self._data = None
         self.set_optimizer("none")
@@ -345,8 +354,8 @@ cdef class TrainStep:
     def step(self, const Py_ssize_t[::1] idx, Py_ssize_t t=0, double grad_div=0):
         """Gather the rows idx of the bound data, forward, backward: the gradient arrays
         get the batch's mean gradient. With t >= 1 (the optimizer's step number), the
-        optimizer set by set_optimizer also updates the parameters. Returns the summed
-        loss of the batch (a float). `correct` is then the batch's number of correct
+        optimizer set by set_optimizer also updates the parameters. Returns the summed loss
+        of the batch (a float; weighted, with sample weights bound). `correct` is then the batch's number of correct
         predictions: rows whose logits' argmax is the target's (softmax), entries whose
         logit sign agrees with the 0/1 target (sigmoid), 0 (linear).
         grad_div > 0 replaces the batch size as the divisor of the summed gradient (a part
@@ -355,6 +364,7 @@ cdef class TrainStep:
         cdef double loss
         cdef const void *X = self.X
         cdef const void *Y = self.Y
+        cdef const void *W = self.W
         data = self._data               # the arrays stay alive even if another thread rebinds
         if data is None:
             raise ValueError("TrainStep.step: no data bound (call bind first)")
@@ -380,6 +390,7 @@ cdef class TrainStep:
         call.s = <void *>self
         call.X = X
         call.Y = Y
+        call.W = W
         call.idx = &idx[0]
         call.n = n
         call.update = t > 0
@@ -440,6 +451,7 @@ cdef struct StepCall:
     void *s                     # the TrainStep (borrowed: alive for the call)
     const void *X
     const void *Y
+    const void *W
     const Py_ssize_t *idx
     Py_ssize_t n
     bint update
@@ -454,8 +466,9 @@ cdef void _task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
 
 
 cdef void _task_run(StepCall *call, int tid, int nthreads, floating kind) noexcept nogil:
-    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call.X, call.Y, call.idx,
-                                             call.n, call.update, tid, nthreads, kind)
+    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call.X, call.Y, call.W,
+                                             call.idx, call.n, call.update, tid, nthreads,
+                                             kind)
 
 
 cdef inline double _sum(const double *x, int n) noexcept nogil:
@@ -486,8 +499,9 @@ cdef Py_ssize_t _correct(int loss, const floating *z, const floating *y, Py_ssiz
     return count
 
 
-cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *idx,
-                 Py_ssize_t n, bint update, int tid, int T, floating kind) noexcept nogil:
+cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
+                 const Py_ssize_t *idx, Py_ssize_t n, bint update, int tid, int T,
+                 floating kind) noexcept nogil:
     """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
     forward, loss gradient, backward and, with `update`, each layer's update once its
     gradients and dX are done. Returns this thread's part of the summed loss. When the
@@ -527,6 +541,8 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
             _gather_convert(a[0] + r0 * sz[0], X, s.x_src, idx + r0, r1 - r0, sz[0],
                             <floating>s.x_scale)
         _gather_rows(y + r0 * m, <const floating *>Y, idx + r0, r1 - r0, m)
+        if W != NULL:
+            _gather_values(<floating *>s.rw + r0, <const floating *>W, idx + r0, r1 - r0)
     _mark(prof, s, P_GATHER, &t)
     for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
         # Split by rows when the batch is taller than the layer is wide: each thread then
@@ -561,8 +577,11 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const Py_ssize_t *id
         prev_by_rows = by_rows
     if not prev_by_rows:
         nnf_barrier(T)                                  # the loss needs whole rows
-    if r1 > r0:                                                # d[L] = y_hat - y, by rows
+    if r1 > r0 and W == NULL:                                  # d[L] = y_hat - y, by rows
         loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
+    elif r1 > r0:                                              # d[L] = w (y_hat - y)
+        loss = _weighted_loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m,
+                                       <floating *>s.rw + r0, r1 - r0, m)
     s.correct_part[tid] = _correct(s.loss, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
     s.loss_part[tid] = loss
     nnf_barrier(T)

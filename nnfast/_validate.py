@@ -186,6 +186,32 @@ def targets(y, n_samples, n_out, output, dtype, name="y"):
     return out
 
 
+def sample_weights(w, n_samples, dtype, name="sample_weight"):
+    """Sample weights as a C-contiguous (n_samples,) array of `dtype`, or None for None.
+
+    Finite, >= 0 and not all zero: a row's loss and gradient are multiplied by its weight,
+    and a mini-batch's loss is sum(w_i * l_i) / sum(w_i). That is the same for weights
+    times any constant, so they are divided by their largest (in float64) before the
+    conversion to `dtype`: weighted gradients then never overflow where unweighted ones
+    do not."""
+    if w is None:
+        return None
+    arr = _as_numeric_array(w, name)
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(f"{name} must be 1-D with one weight per sample, shape "
+                         f"({n_samples},), got shape {arr.shape}")
+    w64 = arr.astype(np.float64)
+    _check_finite(w64, name)
+    if n_samples and w64.min() < 0:
+        i = int(np.argmin(w64))
+        raise ValueError(f"{name} must be >= 0, got {w64[i]:g} for sample {i}")
+    top = w64.max() if n_samples else 0.0
+    if not top > 0:
+        raise ValueError(f"{name} is zero for every sample: at least one weight must be "
+                         "positive")
+    return np.ascontiguousarray(w64 / top, dtype=dtype)
+
+
 def _check_range(out, name, what):
     lo, hi = out.min(), out.max()
     if lo < 0 or hi > 1:

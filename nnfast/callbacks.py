@@ -1,7 +1,11 @@
 """Callbacks of `Network.fit`: objects with any of
 
+    on_train_begin(net, optimizer)                   when fit starts training
     on_epoch_begin(net, epoch, optimizer)            before the epoch's first step
     on_epoch_end(net, epoch, logs) -> bool           after it; True stops training
+    on_train_end(net, optimizer)                     when training ends, by a stop or
+                                                     after the last epoch (not on an error
+                                                     or Ctrl-C)
 
 `epoch` counts from 0 within the call; `logs` holds "loss", "accuracy" (classifiers),
 "epoch_time", "lr" and, with validation data, "val_loss" (and "val_accuracy" for
@@ -14,7 +18,13 @@ from .optim import _check_number
 
 
 class Callback:
-    """Base class: does nothing; override either method."""
+    """Base class: does nothing; override any method."""
+
+    def on_train_begin(self, net, optimizer):
+        pass
+
+    def on_train_end(self, net, optimizer):
+        pass
 
     def on_epoch_begin(self, net, epoch, optimizer):
         pass
@@ -25,7 +35,8 @@ class Callback:
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience`
-    epochs; with `restore_best`, the network gets back the weights of its best epoch.
+    epochs; with `restore_best`, the network ends with the weights of its best epoch,
+    whether patience or the epochs ran out first. Each fit starts afresh.
 
     Parameters
     ----------
@@ -43,8 +54,15 @@ class EarlyStopping(Callback):
         self.patience = check_int("EarlyStopping", "patience", patience, 1)
         self.min_delta = _check_number("EarlyStopping", "min_delta", min_delta, 0, math.inf)
         self.restore_best = bool(restore_best)
+        self.on_train_begin(None, None)
+
+    def on_train_begin(self, net, optimizer):
         self.best, self.best_epoch, self.stopped_epoch = math.inf, None, None
         self._best_params, self._wait = None, 0
+
+    def on_train_end(self, net, optimizer):
+        if self.restore_best and self._best_params is not None:
+            net._flat_params[...] = self._best_params
 
     def on_epoch_end(self, net, epoch, logs):
         if self.monitor not in logs:
@@ -60,6 +78,4 @@ class EarlyStopping(Callback):
         if self._wait < self.patience:
             return False
         self.stopped_epoch = epoch
-        if self.restore_best and self._best_params is not None:
-            net._flat_params[...] = self._best_params
-        return True
+        return True                             # on_train_end restores the best

@@ -399,31 +399,47 @@ class Network:
             out = (out > 0).astype(np.int64)
         return out[:, 0] if out.shape[1] == 1 else out
 
-    def _loss_accuracy(self, X, Y):
-        """(mean loss, accuracy or None) on checked arrays, a chunk of rows at a time."""
+    def _loss_accuracy(self, X, Y, W=None):
+        """(mean loss, accuracy or None) on checked arrays, a chunk of rows at a time;
+        with sample weights W (checked), both weighted."""
         n = X.shape[0]
         rows = min(n, PREDICT_CHUNK)
         z = np.empty((rows, self.sizes[-1]), self.dtype)              # logits
         scratch = np.empty_like(z)
-        loss, correct = 0.0, 0
+        loss, correct = 0.0, 0.0
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             zc, yc = z[:stop - start], Y[start:stop]
             self._forward_into(zc, X[start:stop], K.ACT_LINEAR)
-            loss += self._loss_kernel(scratch[:stop - start], zc, yc)
+            if W is None:
+                loss += self._loss_kernel(scratch[:stop - start], zc, yc)
+                right = np.ones(stop - start)
+            else:
+                right = W[start:stop]
+                loss += K.weighted_loss_backward(scratch[:stop - start], zc, yc, right,
+                                                 LOSS_CODE[self.output])
             if self.output == "softmax":
-                correct += int(np.count_nonzero(zc.argmax(axis=1) == yc.argmax(axis=1)))
-            elif self.output == "sigmoid":
-                correct += int(np.count_nonzero((zc > 0) == (yc > 0.5)))  # p > 0.5 <=> z > 0
+                correct += float(right[zc.argmax(axis=1) == yc.argmax(axis=1)].sum())
+            elif self.output == "sigmoid":                        # p > 0.5 <=> z > 0
+                correct += float((((zc > 0) == (yc > 0.5)) * right[:, None]).sum())
+        total = n if W is None else float(W.sum(dtype=np.float64))
         if self.output == "linear":
-            return float(loss / n), None
-        return float(loss / n), correct / (n if self.output == "softmax" else Y.size)
+            return float(loss / total), None
+        per_sample = 1 if self.output == "softmax" else Y.shape[1]
+        return float(loss / total), correct / (total * per_sample)
 
-    def evaluate(self, X, y):
+    def evaluate(self, X, y, sample_weight=None):
         """Mean loss (as defined for the output) and, for classifiers, accuracy.
 
         Accuracy is the fraction of correct argmax for softmax and of correct 0/1 entries
         (threshold 0.5) for sigmoid.
+
+        Parameters
+        ----------
+        X, y : as for `fit`
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights (finite, >= 0, not all 0): the loss is sum(w_i * l_i) / sum(w_i) and
+            the accuracy the weighted fraction of correct predictions.
 
         Returns
         -------
@@ -431,7 +447,8 @@ class Network:
         """
         X = self._inputs(X)
         Y = self._targets(y, X.shape[0])
-        loss, acc = self._loss_accuracy(X, Y)
+        W = _validate.sample_weights(sample_weight, X.shape[0], self.dtype)
+        loss, acc = self._loss_accuracy(X, Y, W)
         return {"loss": loss} if acc is None else {"loss": loss, "accuracy": acc}
 
     # ------------------------------------------------------------ gradients
@@ -478,36 +495,39 @@ class Network:
             self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts)
         return self._workspace
 
-    def _train_step(self, step, idx, optimizer, dist=None, interrupted=False):
+    def _train_step(self, step, idx, optimizer, dist=None, interrupted=False, weight=None):
         """One mini-batch of the data bound to `step` (configured with `optimizer`):
         gather, forward, backward and update, in one compiled call; with `dist`
         (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
         (mean loss, correct predictions, interrupted) of the batch; a non-finite loss is not
         applied. `interrupted` (Ctrl-C on this rank) comes back as is, or with `dist`
-        rides along in the Allreduce and comes back true when any rank was interrupted."""
+        rides along in the Allreduce and comes back true when any rank was interrupted.
+        With sample weights bound, `weight` is the batch's weight sum (> 0): the divisor
+        of its summed (weighted) loss and gradient, instead of its size."""
+        div = float(idx.shape[0]) if weight is None else weight
         if dist is None:
             optimizer.t += 1
-            loss = step.step(idx, optimizer.t) / idx.shape[0]
+            loss = step.step(idx, optimizer.t, div) / div
             if not math.isfinite(loss):
                 optimizer.t -= 1                # the step skipped its update
             return loss, step.correct, interrupted
         lo, hi = dist.part(idx.shape[0])
         totals = self._flat_grads_ext           # gradients, then loss, correct, interrupted
         if hi > lo:                             # gradient of the part, / the global batch
-            totals[-3] = step.step(idx[lo:hi], 0, idx.shape[0])
+            totals[-3] = step.step(idx[lo:hi], 0, div)
             totals[-2] = step.correct
         else:
             totals[:] = 0
         totals[-1] = 1 if interrupted else 0
         dist.allreduce(totals)
-        loss = float(totals[-3]) / idx.shape[0]
+        loss = float(totals[-3]) / div
         if math.isfinite(loss):
             optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
         return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
             validation_data=None, verbose=True, validation_split=None, callbacks=None,
-            comm=None):
+            comm=None, sample_weight=None):
         """Train on (X, y) with mini-batches, continuing from the current weights.
 
         Parameters
@@ -526,8 +546,9 @@ class Network:
             passed again continues from its state.
         shuffle : bool
             Reshuffle the samples every epoch (from the network's seeded generator).
-        validation_data : (X_val, y_val), optional
-            Evaluated after every epoch into ``val_loss`` / ``val_accuracy``.
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Evaluated after every epoch into ``val_loss`` / ``val_accuracy`` (weighted
+            with sample_weight_val).
         verbose : bool
             Print one line per epoch (loss, accuracy, validation loss and accuracy,
             seconds) and, when stdout is a terminal, a progress bar over its mini-batches
@@ -536,13 +557,20 @@ class Network:
             Hold out this fraction of the samples (the last ones, as Keras does) for
             validation instead of `validation_data`.
         callbacks : sequence of callbacks (nnfast.callbacks, nnfast.schedules), optional
-            Called before and after every epoch; one returning True from on_epoch_end
-            stops training.
+            Called when training begins, before and after every epoch, and when it ends
+            (nnfast.callbacks); one returning True from on_epoch_end stops training.
         comm : mpi4py communicator, optional
             Data-parallel training over MPI (nnfast.distributed): every rank passes the
             same data and arguments, trains its part of each global mini-batch of
             `batch_size`, and the gradients are averaged by one Allreduce per step, so
             the weights stay identical on every rank. Only rank 0 prints.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights (finite, >= 0, not all 0) of the samples: a mini-batch's loss is
+            sum(w_i * l_i) / sum(w_i), so with one full batch a weight of 2 is the same as
+            the row twice, and a row of weight 0 changes nothing; a mini-batch whose
+            weights are all 0 is skipped. validation_split holds out the weights of the
+            held-out rows too (the validation loss is then weighted). The training
+            accuracy in History counts rows, unweighted.
 
         Returns
         -------
@@ -562,7 +590,8 @@ class Network:
             dist = None                          # one rank: the plain path is the same math
         try:
             checked = self._fit_inputs(X, y, epochs, batch_size, optimizer, shuffle,
-                                       validation_data, validation_split, callbacks)
+                                       validation_data, validation_split, callbacks,
+                                       sample_weight)
         except (ValueError, TypeError) as exc:
             if dist is not None:
                 dist.agree(exc)                  # every rank raises, none waits
@@ -572,15 +601,15 @@ class Network:
             dist.check_same("fit arguments (samples, features, epochs, batch_size, shuffle, "
                             "network sizes, dtype)",
                             (checked[3], self.sizes[0], epochs, batch_size, bool(shuffle),
-                             self.sizes, self.dtype.name))
-        X, Y, val, n, epochs, batch_size, optimizer, callbacks = checked
+                             self.sizes, self.dtype.name, checked[8] is not None))
+        X, Y, val, n, epochs, batch_size, optimizer, callbacks, W = checked
         if dist is not None and dist.rank != 0:
             verbose = False
         return self._fit_checked(X, Y, val, n, epochs, batch_size, optimizer, shuffle,
-                                 verbose, callbacks, dist)
+                                 verbose, callbacks, dist, W)
 
     def _fit_inputs(self, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
-                    validation_split, callbacks):
+                    validation_split, callbacks, sample_weight=None):
         """fit's arguments checked and converted (nothing changes on error)."""
         epochs = _validate.check_int("fit", "epochs", epochs, 1)
         batch_size = _validate.check_int("fit", "batch_size", batch_size, 1)
@@ -588,13 +617,15 @@ class Network:
             raise TypeError(f"fit: shuffle must be a bool, got {type(shuffle).__name__}")
         optimizer = get_optimizer(optimizer)
         callbacks = list(callbacks) if callbacks is not None else []
+        hooks = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
         for cb in callbacks:
-            if not (hasattr(cb, "on_epoch_begin") or hasattr(cb, "on_epoch_end")):
-                raise TypeError(f"fit: callbacks must have on_epoch_begin or on_epoch_end, "
-                                f"got {type(cb).__name__}")
+            if not any(hasattr(cb, hook) for hook in hooks):
+                raise TypeError(f"fit: callbacks must have at least one of "
+                                f"{', '.join(hooks)}, got {type(cb).__name__}")
         X = self._inputs(X)
         n = X.shape[0]
         Y = self._targets(y, n)
+        W = _validate.sample_weights(sample_weight, n, self.dtype)
         val = None
         if validation_split is not None:
             if validation_data is not None:
@@ -607,17 +638,28 @@ class Network:
             if not 1 <= n_val < n:
                 raise ValueError(f"fit: validation_split {validation_split} of {n} samples "
                                  f"leaves {n_val} for validation and {n - n_val} for training")
-            val = (X[n - n_val:], Y[n - n_val:])
+            if W is not None and not W[:n - n_val].any():
+                raise ValueError(f"fit: sample_weight is zero for every one of the "
+                                 f"{n - n_val} training samples left by validation_split")
+            val = (X[n - n_val:], Y[n - n_val:],
+                   None if W is None or not W[n - n_val:].any() else W[n - n_val:])
             X, Y, n = X[:n - n_val], Y[:n - n_val], n - n_val
+            W = None if W is None else W[:n]
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (X_val, y_val)")
+            if (not isinstance(validation_data, (tuple, list))
+                    or len(validation_data) not in (2, 3)):
+                raise ValueError("fit: validation_data must be a pair (X_val, y_val) or a "
+                                 "triple (X_val, y_val, sample_weight_val)")
             Xv = self._inputs(validation_data[0], "X_val")
-            val = (Xv, self._targets(validation_data[1], Xv.shape[0], "y_val"))
-        return X, Y, val, n, epochs, batch_size, optimizer, callbacks
+            Wv = None
+            if len(validation_data) == 3:
+                Wv = _validate.sample_weights(validation_data[2], Xv.shape[0], self.dtype,
+                                              "sample_weight_val")
+            val = (Xv, self._targets(validation_data[1], Xv.shape[0], "y_val"), Wv)
+        return X, Y, val, n, epochs, batch_size, optimizer, callbacks, W
 
     def _fit_checked(self, X, Y, val, n, epochs, batch_size, optimizer, shuffle, verbose,
-                     callbacks, dist):
+                     callbacks, dist, W=None):
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit is already running on this network (in another thread); "
                                "train one network from one thread at a time")
@@ -635,7 +677,7 @@ class Network:
             hist = History()
             if dist is not None:
                 dist.broadcast_start(self, optimizer, order)
-            ws.step.bind(X, Y, self.input_scale)
+            ws.step.bind(X, Y, self.input_scale, W)
             optimizer._configure(ws.step, self)
             ws.step.dropout_seed = (self._dropout_seed if dist is None else
                                     rank_dropout_seed(self._dropout_seed, dist.rank))
@@ -643,7 +685,7 @@ class Network:
             try:
                 with _DeferredInterrupt() as interrupt:
                     self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
-                                 val, verbose, interrupt, callbacks, dist)
+                                 val, verbose, interrupt, callbacks, dist, W)
             finally:
                 self._dropout_step = ws.step.dropout_step
                 ws.step.release()
@@ -652,12 +694,17 @@ class Network:
             self._fit_lock.release()
 
     def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
-                interrupt, callbacks, dist):
+                interrupt, callbacks, dist, W=None):
         n_batches = -(-n // rows)
         per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
+        weights = None if W is None else W.astype(np.float64)
+        batch_weight = None
         for epoch in range(epochs):
             failure = None
             try:
+                for cb in callbacks if epoch == 0 else ():
+                    if hasattr(cb, "on_train_begin"):
+                        cb.on_train_begin(self, optimizer)
                 for cb in callbacks:
                     if hasattr(cb, "on_epoch_begin"):
                         cb.on_epoch_begin(self, epoch, optimizer)
@@ -673,15 +720,20 @@ class Network:
             t0 = time.perf_counter()
             if shuffle:
                 self._rng.shuffle(order)
-            total, correct, shown = 0.0, 0, 0
+            if weights is not None:                # each mini-batch's weight sum
+                batch_weight = np.add.reduceat(weights[order], np.arange(0, n, rows))
+            total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
             comm_before = dist.comm_time if dist is not None else 0.0
             try:
                 with single_threaded_blas() as team:   # the step's own team does the work
                     step.threads = team if dist is None else dist.threads(team)
                     for k, start in enumerate(range(0, n, rows)):
                         idx = order[start:start + rows]
+                        weight = None if weights is None else float(batch_weight[k])
+                        if weight == 0:             # nothing to learn from: skipped
+                            continue
                         loss, right, stop_now = self._train_step(step, idx, optimizer, dist,
-                                                                 interrupt.requested)
+                                                                 interrupt.requested, weight)
                         if not math.isfinite(loss):
                             # the step skipped its update: the weights are the last finite
                             err = FloatingPointError(
@@ -691,10 +743,13 @@ class Network:
                             err.history = hist
                             raise err
                         hist.batch_loss.append(loss)
-                        total += loss * idx.shape[0]
+                        batch = idx.shape[0] if weight is None else weight
+                        total += loss * batch
+                        seen += batch
                         correct += right
+                        trained += idx.shape[0]
                         if k + 1 - shown >= progress.every:
-                            progress.update(k + 1 - shown, total / (start + idx.shape[0]))
+                            progress.update(k + 1 - shown, total / seen)
                             shown = k + 1
                         if stop_now:            # Ctrl-C (on any rank): stop between steps
                             err = KeyboardInterrupt()
@@ -705,11 +760,11 @@ class Network:
             hist.epoch_time.append(time.perf_counter() - t0)
             if dist is not None:
                 hist.comm_time.append(dist.comm_time - comm_before)
-            hist.loss.append(total / n)
+            hist.loss.append(total / seen)
             failure, stop = None, False
             try:
-                stop = self._epoch_end(hist, epoch, epochs, correct, n * per_sample, val,
-                                       optimizer, progress, callbacks)
+                stop = self._epoch_end(hist, epoch, epochs, correct, trained * per_sample,
+                                       val, optimizer, progress, callbacks)
             except Exception as exc:
                 if dist is None:
                     raise
@@ -718,6 +773,9 @@ class Network:
                 stop = dist.agree(failure, stop)
             if stop:
                 break
+        for cb in callbacks:                # by a stop or after the last epoch
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(self, optimizer)
 
     def _epoch_end(self, hist, epoch, epochs, correct, count, val, optimizer, progress,
                    callbacks):

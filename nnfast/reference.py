@@ -201,6 +201,20 @@ def squared_error_backward(dz, yhat, y):
     return float(0.5 * np.sum(dz * dz, dtype=np.float64))
 
 
+def weighted_loss_backward(dz, z, y, w, loss):
+    """dz := w[:, None] * (the unweighted gradient of the LOSS_* code `loss`); returns
+    sum_i w[i] * (loss of row i) (float)."""
+    _check_loss_shapes("weighted_loss_backward", dz, z, y)
+    if w.shape != (z.shape[0],):
+        raise ValueError(f"weighted_loss_backward: w {w.shape} for z {z.shape}")
+    kernel = _LOSS_BY_CODE[loss]
+    total = 0.0
+    for i in range(z.shape[0]):                     # each row's loss on its own
+        total += float(w[i]) * kernel(dz[i:i + 1], z[i:i + 1], y[i:i + 1])
+    dz *= w[:, None]
+    return total
+
+
 # ---------------------------------------------------------------- mini-batch gather
 
 def gather_rows(out, x, idx):
@@ -303,6 +317,8 @@ def reference_optimizer(opt):
 
 _LOSS = {"softmax": softmax_xent_backward, "sigmoid": sigmoid_bce_backward,
          "linear": squared_error_backward}
+_LOSS_CODE = {"softmax": 0, "sigmoid": 1, "linear": 2}    # the LOSS_* codes of _kernels
+_LOSS_BY_CODE = {code: _LOSS[name] for name, code in _LOSS_CODE.items()}
 
 
 class ReferenceNetwork:
@@ -381,10 +397,11 @@ class ReferenceNetwork:
             a = nxt
         return a
 
-    def _backprop(self, a, d, y, dropout=False):
+    def _backprop(self, a, d, y, dropout=False, w=None):
         """Forward + backward on the batch in a[0], y; self.grads := mean gradient.
         With `dropout`, the masks of (dropout_seed, dropout_step), then dropout_step += 1.
-        Returns the summed loss."""
+        With row weights `w`, the weighted mean: sum_i w_i grad_i / sum_i w_i.
+        Returns the summed (weighted) loss."""
         L = self.n_layers
         g = [None] * (L - 1)
         for l in range(L - 1):
@@ -397,8 +414,12 @@ class ReferenceNetwork:
         if dropout and any(self.dropout):
             self.dropout_step += 1
         dense_forward(a[L], a[L - 1], self.coefs[L - 1], self.intercepts[L - 1], ACT_LINEAR)
-        loss = self._loss(d[L], a[L], y)
-        scale = 1.0 / a[0].shape[0]
+        if w is None:
+            loss = self._loss(d[L], a[L], y)
+            scale = 1.0 / a[0].shape[0]
+        else:
+            loss = weighted_loss_backward(d[L], a[L], y, w, _LOSS_CODE[self.output])
+            scale = 1.0 / float(w.sum(dtype=np.float64))
         for l in range(L - 1, -1, -1):
             linear_backward_params(self.dcoefs[l], self.dintercepts[l], d[l + 1], a[l], scale)
             if l > 0:
@@ -427,11 +448,14 @@ class ReferenceNetwork:
             self.dropout_seed, self.dropout_step = seed, step
         return loss / n, self.grads.copy()
 
-    def train_epoch(self, X, Y, order, batch_size, optimizer):
+    def train_epoch(self, X, Y, order, batch_size, optimizer, sample_weight=None):
         """One epoch of mini-batches over X[order] (the last one may be short).
 
-        `optimizer` is a ReferenceAdam or ReferenceSGD, updated in place. Returns the mean
-        training loss of the epoch (summed batch losses / number of samples).
+        `optimizer` is a ReferenceAdam or ReferenceSGD, updated in place. With
+        `sample_weight` (n,) (in `dtype`, as nnfast scales them: largest 1), each batch's
+        gradient is its weighted mean, and a batch of weight 0 is skipped. Returns the
+        mean training loss of the epoch (summed batch losses / number of samples, or
+        weighted: / the sum of the weights).
         """
         X = np.ascontiguousarray(X, self.dtype)
         Y = np.ascontiguousarray(Y, self.dtype)
@@ -442,11 +466,16 @@ class ReferenceNetwork:
         for start in range(0, order.shape[0], rows):
             idx = order[start:start + rows]
             n = idx.shape[0]
+            w = None if sample_weight is None else sample_weight[idx]
+            if w is not None and not w.any():
+                continue
             a = [buf[:n] for buf in a_full]
             d = [None] + [buf[:n] for buf in d_full[1:]]
             y = y_full[:n]
             gather_rows(a[0], X, idx)
             gather_rows(y, Y, idx)
-            total += self._backprop(a, d, y, dropout=True)
+            total += self._backprop(a, d, y, dropout=True, w=w)
             optimizer.step(self.params, self.grads, self.n_decay)
-        return total / order.shape[0]
+        if sample_weight is None:
+            return total / order.shape[0]
+        return total / float(sample_weight.sum(dtype=np.float64))

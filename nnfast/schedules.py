@@ -4,7 +4,9 @@
             callbacks=[nf.schedules.Cosine(epochs=30, min_lr=1e-5)])
 
 The rate of epoch e (from 0 within the fit call) is computed from the optimizer's rate
-when training started (`base_lr`).
+when training started (`base_lr`); when training ends, the optimizer gets that rate back,
+so a schedule never changes `optimizer.lr` for good, and the next fit (with another
+schedule, or none) starts from it.
 """
 import math
 
@@ -22,8 +24,15 @@ class Schedule(Callback):
     def rate(self, epoch, base_lr):
         raise NotImplementedError
 
+    def on_train_begin(self, net, optimizer):
+        self.base_lr = optimizer.lr
+
+    def on_train_end(self, net, optimizer):
+        if self.base_lr is not None:
+            optimizer.lr = self.base_lr
+
     def on_epoch_begin(self, net, epoch, optimizer):
-        if epoch == 0 or self.base_lr is None:
+        if self.base_lr is None:                # used outside fit: from the current rate
             self.base_lr = optimizer.lr
         optimizer.lr = float(self.rate(epoch, self.base_lr))
 
@@ -77,8 +86,12 @@ class ReduceOnPlateau(Schedule):
         self.min_lr = _check_number("ReduceOnPlateau", "min_lr", min_lr, 0, math.inf)
         self.current, self.best, self._wait = None, math.inf, 0
 
+    def on_train_begin(self, net, optimizer):
+        super().on_train_begin(net, optimizer)
+        self.current, self.best, self._wait = None, math.inf, 0
+
     def rate(self, epoch, base_lr):
-        if epoch == 0 or self.current is None:
+        if self.current is None:
             self.current, self.best, self._wait = base_lr, math.inf, 0
         return self.current
 

@@ -32,11 +32,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._validate import check_int
-from .callbacks import EarlyStopping
+from ._validate import check_int, sample_weights
+from .callbacks import Callback, EarlyStopping
 from .network import Network
 from .optim import SGD, Adam, _check_number
 
@@ -46,6 +48,20 @@ _MAX_SEED = np.iinfo(np.int32).max
 # dtype=None: scikit-learn's rule. float32 X stays float32, any other X becomes float64
 # (validate_data keeps a dtype of this list and converts the rest to the first).
 _FOLLOW_X = (np.float64, np.float32)
+# MLPClassifier's activation names beside nnfast's
+_ACTIVATION = {"identity": "linear", "logistic": "sigmoid"}
+_OUT_ACTIVATION = {"softmax": "softmax", "sigmoid": "logistic", "linear": "identity"}
+
+
+class _ValidationScores(Callback):
+    """After each epoch: the estimator's score (accuracy, or R^2) on the held-out data."""
+
+    def __init__(self, score):
+        self.score, self.scores = score, []
+
+    def on_epoch_end(self, net, epoch, logs):
+        self.scores.append(float(self.score(net)))
+        return False
 
 
 class _NNBase(BaseEstimator):
@@ -55,7 +71,7 @@ class _NNBase(BaseEstimator):
                  learning_rate=1e-3, momentum=0.9, weight_decay=0.0, dropout=0.0,
                  batch_size="auto", epochs=200, tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, shuffle=True,
-                 random_state=None, dtype=None, verbose=False):
+                 random_state=None, dtype=None, verbose=False, warm_start=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.optimizer = optimizer
@@ -73,6 +89,7 @@ class _NNBase(BaseEstimator):
         self.random_state = random_state
         self.dtype = dtype
         self.verbose = verbose
+        self.warm_start = warm_start
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -83,6 +100,35 @@ class _NNBase(BaseEstimator):
     def _stratify(self, Y):
         """Labels to stratify the early-stopping split on, or None."""
         return None
+
+    def _weights(self, y, sample_weight, first):
+        """The weight of each sample (float64), or None: sample_weight times, for
+        classifiers, the class weights (`first`: of a fit, else of a partial_fit)."""
+        return sample_weights(sample_weight, y.shape[0], np.float64)
+
+    def _score_output(self, Y, out, sample_weight):
+        """The estimator's score from targets Y (as the network takes them) and outputs."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ MLP's attributes
+
+    @property
+    def coefs_(self):
+        """Weight matrices, (fan_in, fan_out) each: views into the network."""
+        return [w for w, _ in self.network_.params]
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, (fan_out,) each: views into the network."""
+        return [b for _, b in self.network_.params]
+
+    @property
+    def n_layers_(self):
+        return len(self.network_.sizes)
+
+    @property
+    def out_activation_(self):
+        return _OUT_ACTIVATION[self.network_.output]
 
     # ------------------------------------------------------------ checks
 
@@ -98,6 +144,16 @@ class _NNBase(BaseEstimator):
                             f"{type(sizes).__name__}")
         sizes = [check_int(name, f"hidden_layer_sizes[{i}]", s, 1)
                  for i, s in enumerate(sizes)]
+        if isinstance(self.learning_rate, str):
+            raise ValueError(
+                f"{name}: learning_rate is the step size in nnfast (a float > 0, "
+                f"MLPClassifier's learning_rate_init), got {self.learning_rate!r}; "
+                "MLP's learning_rate schedules ('constant', 'invscaling', 'adaptive') are "
+                "nnfast.schedules (Constant, StepDecay, Cosine, ReduceOnPlateau) for "
+                "Network.fit")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"{name}: warm_start must be a bool, got "
+                            f"{type(self.warm_start).__name__}")
         if not (isinstance(self.optimizer, str) and self.optimizer in ("adam", "sgd")):
             raise ValueError(f"{name}: optimizer must be 'adam' or 'sgd', got "
                              f"{self.optimizer!r}")
@@ -134,7 +190,12 @@ class _NNBase(BaseEstimator):
         extra = {}
         if not (isinstance(self.dropout, numbers.Real) and self.dropout == 0):
             extra["dropout"] = self.dropout        # only then: Network may predate dropout
-        return Network(sizes, hidden=self.activation, output=output, dtype=dtype,
+        hidden = self.activation
+        if isinstance(hidden, str):
+            hidden = _ACTIVATION.get(hidden, hidden)
+        elif isinstance(hidden, (list, tuple)):
+            hidden = [_ACTIVATION.get(h, h) if isinstance(h, str) else h for h in hidden]
+        return Network(sizes, hidden=hidden, output=output, dtype=dtype,
                        seed=int(rng.randint(_MAX_SEED)), **extra)
 
     def _batch_size(self, n):
@@ -142,68 +203,111 @@ class _NNBase(BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
+        name = type(self).__name__
         hidden, dtype = self._check_params()
-        optimizer = self._new_optimizer()
-        X, y = validate_data(self, X, y, reset=True, dtype=dtype, order="C",
+        warm = bool(self.warm_start) and hasattr(self, "network_")
+        if warm:
+            dtype = self.network_.dtype
+        X, y = validate_data(self, X, y, reset=not warm, dtype=dtype, order="C",
                              multi_output=True, y_numeric=isinstance(self, RegressorMixin))
-        dtype = X.dtype
-        Y, output, n_out, fitted = self._targets(y, first=True)
+        Y, output, n_out, fitted = self._targets(y, first=not warm)
+        weights = self._weights(y, sample_weight, first=True)
         rng = check_random_state(self.random_state)
-        net = self._new_network([X.shape[1], *hidden, n_out], output, dtype, rng)
-        validation = None
+        if warm:                                # MLP's warm_start: continue from the fit
+            net, optimizer = self.network_, self._optimizer
+            if net.output != output or net.sizes[-1] != n_out:
+                raise ValueError(f"{name}: warm_start needs targets like those of the "
+                                 f"previous fit ({net.sizes[-1]} {net.output} outputs)")
+        else:
+            net = self._new_network([X.shape[1], *hidden, n_out], output, X.dtype, rng)
+            optimizer = self._new_optimizer()
+        validation, callbacks = None, []
         if self.early_stopping:
-            X, X_val, Y, Y_val = train_test_split(
-                X, Y, test_size=self.validation_fraction, random_state=rng,
-                stratify=self._stratify(Y))
-            validation = (X_val, Y_val)
+            parts = train_test_split(X, Y, *([] if weights is None else [weights]),
+                                     test_size=self.validation_fraction, random_state=rng,
+                                     stratify=self._stratify(Y))
+            X, X_val, Y, Y_val = parts[:4]
+            w_val = None
+            if weights is not None:
+                weights, w_val = parts[4], parts[5]
+                if not np.any(weights):
+                    raise ValueError(f"{name}: sample_weight is zero for every sample "
+                                     "left for training by the early-stopping split")
+                if not np.any(w_val):
+                    w_val = None
+            validation = (X_val, Y_val) if w_val is None else (X_val, Y_val, w_val)
+            callbacks.append(_ValidationScores(
+                lambda net: self._score_output(Y_val, net.forward(X_val), w_val)))
         stop = EarlyStopping(monitor="val_loss" if self.early_stopping else "loss",
                              patience=self.n_iter_no_change, min_delta=self.tol,
                              restore_best=bool(self.early_stopping))
         hist = net.fit(X, Y, epochs=self.epochs, batch_size=self._batch_size(X.shape[0]),
                        optimizer=optimizer, shuffle=self.shuffle, validation_data=validation,
-                       verbose=bool(self.verbose), callbacks=[stop])
+                       verbose=bool(self.verbose), callbacks=callbacks + [stop],
+                       sample_weight=weights)
         if stop.stopped_epoch is None:
             monitored = "validation" if self.early_stopping else "training"
-            warnings.warn(f"{type(self).__name__}: {self.epochs} epochs reached and the "
-                          f"{monitored} loss was still improving by more than tol="
-                          f"{self.tol}; raise epochs to train longer", ConvergenceWarning)
-        for key, value in fitted.items():
-            setattr(self, key, value)
+            warnings.warn(f"{name}: stopped after the last of {self.epochs} epochs before "
+                          f"the {monitored} loss had gone {self.n_iter_no_change} epochs "
+                          f"without improving by more than tol={self.tol}: training has "
+                          "not converged; raise epochs to train longer", ConvergenceWarning)
+        if not warm:
+            for key, value in fitted.items():
+                setattr(self, key, value)
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self.validation_loss_curve_ = [] if self.early_stopping else None
+            self.validation_scores_ = [] if self.early_stopping else None
         self.network_ = net
         self._optimizer = optimizer
-        self.loss_curve_ = list(hist.loss)
-        self.validation_loss_curve_ = list(hist.val_loss) if self.early_stopping else None
-        self.n_iter_ = len(hist.loss)
+        self._record(hist, X.shape[0], callbacks[0].scores if self.early_stopping else None)
         return self
 
-    def _partial_fit(self, X, y, classes=None):
+    def _record(self, hist, n_samples, scores=None):
+        """MLP's attributes after epochs of `hist` on n_samples samples."""
+        self.loss_curve_ += list(hist.loss)
+        self.n_iter_ += len(hist.loss)
+        self.t_ += len(hist.loss) * n_samples
+        self.loss_ = self.loss_curve_[-1]
+        self.n_outputs_ = self.network_.sizes[-1]
+        if scores is not None and self.validation_scores_ is not None:
+            self.validation_loss_curve_ = (self.validation_loss_curve_ or []) + list(
+                hist.val_loss)
+            self.validation_scores_ += scores
+        if self.validation_scores_ is not None:            # early stopping: MLP's Nones
+            self.best_loss_ = None
+            self.best_validation_score_ = max(self.validation_scores_)
+        else:
+            self.best_loss_ = min(self.loss_curve_)
+            self.best_validation_score_ = None
+
+    def _partial_fit(self, X, y, classes=None, sample_weight=None):
         first = not hasattr(self, "network_")
         hidden, dtype = self._check_params()
         if not first:
             dtype = self.network_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
                              multi_output=True, y_numeric=isinstance(self, RegressorMixin))
-        dtype = X.dtype
         Y, output, n_out, fitted = self._targets(y, first, classes)
         if first:
-            net = self._new_network([X.shape[1], *hidden, n_out], output, dtype,
+            for key, value in fitted.items():      # the class weights need classes_
+                setattr(self, key, value)
+        weights = self._weights(y, sample_weight, first=False)
+        if first:
+            net = self._new_network([X.shape[1], *hidden, n_out], output, X.dtype,
                                     check_random_state(self.random_state))
             optimizer = self._new_optimizer()
         else:
             net, optimizer = self.network_, self._optimizer
         hist = net.fit(X, Y, epochs=1, batch_size=self._batch_size(X.shape[0]),
-                       optimizer=optimizer, shuffle=self.shuffle, verbose=bool(self.verbose))
+                       optimizer=optimizer, shuffle=self.shuffle, verbose=bool(self.verbose),
+                       sample_weight=weights)
         if first:
-            for key, value in fitted.items():
-                setattr(self, key, value)
             self.network_ = net
             self._optimizer = optimizer
-            self.loss_curve_ = []
-            self.validation_loss_curve_ = None
-            self.n_iter_ = 0
-        self.loss_curve_.append(hist.loss[0])
-        self.n_iter_ += 1
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self.validation_loss_curve_ = self.validation_scores_ = None
+        self._record(hist, X.shape[0])
         return self
 
     def _output(self, X):
@@ -223,10 +327,11 @@ _PARAMETERS_DOC = """
     hidden_layer_sizes : sequence of int, default=(100,)
         Units of each hidden layer; () trains a network without hidden layers.
     activation : str or sequence of str, default="relu"
-        Hidden activation: "relu", "leaky_relu", "tanh", "sigmoid" or "linear"; or one
-        name per hidden layer.
+        Hidden activation: "relu", "leaky_relu", "tanh", "sigmoid" (MLP's "logistic") or
+        "linear" (MLP's "identity"); or one name per hidden layer.
     optimizer : {"adam", "sgd"}, default="adam"
     learning_rate : float > 0, default=1e-3
+        The step size (MLP's learning_rate_init; MLP's schedule strings are refused).
     momentum : float in [0, 1), default=0.9
         Momentum of "sgd" (ignored by "adam").
     weight_decay : float >= 0, default=0.0
@@ -257,6 +362,9 @@ _PARAMETERS_DOC = """
         does not depend on which other rows are predicted with it (see the README).
     verbose : bool, default=False
         Print one line per epoch.
+    warm_start : bool, default=False
+        `fit` continues the fitted network (weights, optimizer state, shuffling) instead
+        of starting anew, as in MLPClassifier; the targets must be like the first fit's.
 """
 
 _ATTRIBUTES_DOC = """
@@ -271,6 +379,25 @@ _ATTRIBUTES_DOC = """
         Validation loss of each epoch, with early_stopping.
     n_iter_ : int
         Epochs trained.
+    coefs_, intercepts_ : list of ndarray
+        Weights (fan_in, fan_out) and biases (fan_out,) of each layer, as MLP's: views
+        into the network (writing into them changes it).
+    loss_ : float
+        Training loss of the last epoch (MLP's loss_ also holds its L2 penalty).
+    best_loss_ : float or None
+        Lowest training loss; None with early_stopping, as in MLP.
+    t_ : int
+        Training samples seen.
+    validation_scores_ : list of float or None
+        With early_stopping: the score (accuracy, or R^2) on the held-out samples after
+        each epoch.
+    best_validation_score_ : float or None
+    n_layers_ : int
+        Layers, input and output included.
+    n_outputs_ : int
+        Output units.
+    out_activation_ : str
+        "softmax", "logistic" (multi-label) or "identity" (regression), as MLP names them.
 """
 
 
@@ -280,7 +407,11 @@ class NNClassifier(ClassifierMixin, _NNBase):
     A softmax output with cross-entropy for single-label targets (binary too: two
     outputs), a sigmoid output with binary cross-entropy for multi-label targets (a 2-D
     0/1 indicator matrix).
-""" + _PARAMETERS_DOC + """
+""" + _PARAMETERS_DOC + """    class_weight : None, "balanced" or dict {label: weight}, default=None
+        Multiplies each sample's weight by its class's ("balanced": n_samples /
+        (n_classes * count of the class), as scikit-learn computes it); single-label
+        targets only, and no "balanced" in partial_fit.
+
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -291,6 +422,58 @@ class NNClassifier(ClassifierMixin, _NNBase):
     After unpickling, predictions are identical and partial_fit continues exactly as
     without pickling (weights, optimizer state, shuffling and dropout state are kept).
     """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
+                 learning_rate=1e-3, momentum=0.9, weight_decay=0.0, dropout=0.0,
+                 batch_size="auto", epochs=200, tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, shuffle=True,
+                 random_state=None, dtype=None, verbose=False, warm_start=False,
+                 class_weight=None):
+        super().__init__(hidden_layer_sizes, activation, optimizer=optimizer,
+                         learning_rate=learning_rate, momentum=momentum,
+                         weight_decay=weight_decay, dropout=dropout, batch_size=batch_size,
+                         epochs=epochs, tol=tol, n_iter_no_change=n_iter_no_change,
+                         early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, shuffle=shuffle,
+                         random_state=random_state, dtype=dtype, verbose=verbose,
+                         warm_start=warm_start)
+        self.class_weight = class_weight
+
+    def _weights(self, y, sample_weight, first):
+        w = super()._weights(y, sample_weight, first)
+        cw, name = self.class_weight, type(self).__name__
+        if cw is None:
+            return w
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise ValueError(f"{name}: class_weight is for single-label targets; for "
+                             "multi-label y pass sample_weight")
+        if isinstance(cw, str):
+            if cw != "balanced":
+                raise ValueError(f"{name}: class_weight must be None, 'balanced' or a dict "
+                                 f"{{label: weight}}, got {cw!r}")
+            if not first:
+                raise ValueError(f"{name}: class_weight='balanced' needs all of y and is "
+                                 "not available in partial_fit; pass a dict, e.g. from "
+                                 "sklearn.utils.class_weight.compute_class_weight")
+        elif isinstance(cw, dict):
+            labels = set(np.unique(column_or_1d(y)).tolist()) | set(
+                getattr(self, "classes_", np.array([])).tolist())
+            unknown = [k for k in cw if k not in labels]
+            if unknown:
+                raise ValueError(f"{name}: class_weight has labels {unknown[:10]} that are "
+                                 f"not classes of y ({sorted(labels, key=str)[:10]})")
+            for label, value in cw.items():
+                _check_number(name, f"class_weight[{label!r}]", value, 0, np.inf)
+        else:
+            raise TypeError(f"{name}: class_weight must be None, 'balanced' or a dict "
+                            f"{{label: weight}}, got {type(cw).__name__}")
+        per_class = compute_sample_weight(cw, column_or_1d(y))
+        return per_class if w is None else w * per_class
+
+    def _score_output(self, Y, out, sample_weight):
+        if Y.ndim == 2:                         # multi-label: exact match of every label
+            return accuracy_score(Y, out > 0.5, sample_weight=sample_weight)
+        return accuracy_score(Y, out.argmax(axis=1), sample_weight=sample_weight)
 
     def _targets(self, y, first, classes=None):
         name = type(self).__name__
@@ -338,22 +521,25 @@ class NNClassifier(ClassifierMixin, _NNBase):
         tags.classifier_tags.multi_label = True
         return tags
 
-    def fit(self, X, y):
-        """Train a new network on (X, y).
+    def fit(self, X, y, sample_weight=None):
+        """Train a new network on (X, y) (with warm_start, continue the fitted one).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels, or (n_samples, n_labels) of 0/1
             for multi-label classification
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights (>= 0): a mini-batch's loss is sum(w_i * l_i) / sum(w_i); multiplied
+            by the class weights of class_weight.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y)
+        return self._fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one epoch on (X, y), continuing from the current weights and optimizer.
 
         early_stopping, tol and n_iter_no_change apply to `fit` only.
@@ -365,6 +551,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
         classes : array-like of shape (n_classes,)
             All the labels; needed on the first call (without an earlier fit), optional
             after it (then it must be the same).
+        sample_weight : array-like of shape (n_samples,), optional
 
         Returns
         -------
@@ -373,7 +560,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
         if classes is None and not hasattr(self, "network_"):
             raise ValueError(f"{type(self).__name__}: classes must be passed on the first "
                              "call to partial_fit")
-        return self._partial_fit(X, y, classes)
+        return self._partial_fit(X, y, classes, sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -406,13 +593,15 @@ class NNRegressor(RegressorMixin, _NNBase):
     outputs); y 1-D, or 2-D for several outputs.
 """ + _PARAMETERS_DOC + """
     Attributes
-    ----------
-    n_outputs_ : int""" + _ATTRIBUTES_DOC + """
+    ----------""" + _ATTRIBUTES_DOC + """
     Notes
     -----
     After unpickling, predictions are identical and partial_fit continues exactly as
     without pickling (weights, optimizer state, shuffling and dropout state are kept).
     """
+
+    def _score_output(self, Y, out, sample_weight):
+        return r2_score(Y, out[:, 0] if Y.ndim == 1 else out, sample_weight=sample_weight)
 
     def _targets(self, y, first, classes=None):
         n_out = 1 if y.ndim == 1 else y.shape[1]
@@ -426,21 +615,23 @@ class NNRegressor(RegressorMixin, _NNBase):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y):
-        """Train a new network on (X, y).
+    def fit(self, X, y, sample_weight=None):
+        """Train a new network on (X, y) (with warm_start, continue the fitted one).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights (>= 0): a mini-batch's loss is sum(w_i * l_i) / sum(w_i).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y)
+        return self._fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """Train one epoch on (X, y), continuing from the current weights and optimizer.
 
         early_stopping, tol and n_iter_no_change apply to `fit` only.
@@ -449,12 +640,13 @@ class NNRegressor(RegressorMixin, _NNBase):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs), as on the first call
+        sample_weight : array-like of shape (n_samples,), optional
 
         Returns
         -------
         self
         """
-        return self._partial_fit(X, y)
+        return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted values.

@@ -38,7 +38,12 @@ def main():
         optimizer = nf.Adam(lr=1e-2) if opt == "adam" else nf.SGD(lr=0.05, momentum=0.9,
                                                                   nesterov=True,
                                                                   weight_decay=1e-3)
-        net, hist = train(comm, optimizer, batch)
+        kw = {}
+        if sys.argv[5:] == ["weighted"]:       # sample weights, some of them 0
+            weights = np.random.default_rng(1).uniform(0, 3, data()[0].shape[0])
+            weights[::7] = 0
+            kw["sample_weight"] = weights
+        net, hist = train(comm, optimizer, batch, **kw)
         np.save(f"{out}/params_{rank}.npy", net._flat_params)
         with open(f"{out}/hist_{rank}.json", "w") as f:
             json.dump(dict(loss=hist.loss, batch_loss=hist.batch_loss,

@@ -184,7 +184,8 @@ BAD_VAL = [
     ("rows_mismatch", (X0, Y0[:3]), r"3.*6|6.*3"),
     ("X_str", (X0.astype(str), Y0), r"numbers"),
     ("single", (X0,), r"pair"),
-    ("triple", (X0, Y0, Y0), r"pair"),
+    ("triple_bad_weights", (X0, Y0, -np.ones(len(X0))), r"sample_weight_val must be >= 0"),
+    ("quadruple", (X0, Y0, np.ones(len(X0)), None), r"pair"),
     ("array", np.zeros((2, N)), r"pair"),
     ("dict", {"X": X0, "y": Y0}, r"pair"),
 ]

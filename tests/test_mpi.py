@@ -55,6 +55,23 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(tmp_path, o
     assert len(h0["comm_time"]) == 3 and hs["comm_time"] == []
 
 
+@pytest.mark.parametrize("batch", [31, 200])
+def test_two_ranks_with_sample_weights_train_like_one_process(tmp_path, batch):
+    single = tmp_path / "single"
+    single.mkdir()
+    out = run("single", single, "adam", batch, "weighted", ranks=0)
+    assert out.returncode == 0, out.stderr
+    proc = run("parallel", tmp_path, "adam", batch, "weighted")
+    assert proc.returncode == 0, proc.stderr
+    p0, h0 = results(tmp_path, 0)
+    p1, _ = results(tmp_path, 1)
+    ps, hs = results(single, 0)
+    assert np.array_equal(p0, p1)
+    np.testing.assert_allclose(p0, ps, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(h0["batch_loss"], hs["batch_loss"], rtol=1e-10)
+    np.testing.assert_allclose(h0["loss"], hs["loss"], rtol=1e-10)
+
+
 def test_a_rank_with_bad_data_stops_every_rank_with_a_clear_error(tmp_path):
     proc = run("bad_shard", tmp_path)
     assert proc.returncode != 0

@@ -213,7 +213,7 @@ def test_set_params_then_fit():
 
 def test_tol_stops_and_convergence_warning():
     X, y = _blobs()
-    with pytest.warns(ConvergenceWarning, match="epochs reached"):
+    with pytest.warns(ConvergenceWarning, match="last of 3 epochs.*not converged"):
         NNClassifier(epochs=3, random_state=0).fit(X, y)
     clf = NNClassifier(epochs=500, tol=1.0, n_iter_no_change=2, random_state=0)
     with warnings.catch_warnings():

@@ -146,3 +146,66 @@ def test_summary(capsys):
     assert capsys.readouterr().out.strip() == text
     assert "784 x 256" in text and "tanh" in text and "softmax" in text
     assert "total parameters: 203,530 (float64" in text
+
+
+def test_early_stopping_restores_the_best_weights_when_the_epochs_run_out_first():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 6)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    net = nf.Network([6, 128, 2], seed=0)
+    rec = Recorder("r", [])
+    es = EarlyStopping(patience=100)
+    hist = net.fit(X, y, epochs=12, batch_size=8, optimizer=nf.Adam(lr=0.01),
+                   validation_split=0.5, callbacks=[rec, es], verbose=False)
+    assert es.stopped_epoch is None and len(hist.loss) == 12
+    best = int(np.argmin(hist.val_loss))
+    assert best < 11                                 # the last epoch is not the best
+    np.testing.assert_array_equal(net._flat_params, rec.params[best])
+
+
+def test_early_stopping_starts_afresh_in_each_fit():
+    X, y = _data()
+    es = EarlyStopping(monitor="loss", patience=2)
+    a = nf.Network([6, 8, 2], seed=0)
+    a.fit(X, y, epochs=3, callbacks=[es], verbose=False)
+    b = nf.Network([6, 16, 2], seed=1)                # another shape: nothing of a's
+    alone = nf.Network([6, 16, 2], seed=1)
+    b.fit(X, y, epochs=1, callbacks=[es], verbose=False)
+    alone.fit(X, y, epochs=1, verbose=False)
+    np.testing.assert_array_equal(b._flat_params, alone._flat_params)
+    assert es.best_epoch == 0 and es.stopped_epoch is None
+
+
+def test_schedules_leave_the_optimizers_rate_as_set():
+    X, y = _data()
+    net = nf.Network([6, 8, 2], seed=0)
+    opt = nf.Adam(lr=1e-2)
+    rec = Recorder("r", [])
+    net.fit(X, y, epochs=4, optimizer=opt, callbacks=[StepDecay(1, 0.5), rec],
+            verbose=False)
+    assert rec.lrs == [1e-2, 5e-3, 2.5e-3, 1.25e-3]
+    assert opt.lr == 1e-2
+    rec2 = Recorder("r", [])
+    net.fit(X, y, epochs=2, optimizer=opt, callbacks=[Cosine(epochs=2), rec2],
+            verbose=False)
+    assert rec2.lrs == [1e-2, 5e-3] and opt.lr == 1e-2
+    plateau = ReduceOnPlateau(monitor="loss", factor=0.5, patience=1)
+    net.fit(X, y, epochs=3, optimizer=nf.SGD(lr=1e-12), callbacks=[plateau], verbose=False)
+    rec3 = Recorder("r", [])
+    net.fit(X, y, epochs=1, optimizer=opt, callbacks=[plateau, rec3], verbose=False)
+    assert rec3.lrs == [1e-2]                        # the plateau's state does not carry
+
+
+def test_train_begin_and_end_hooks():
+    X, y = _data()
+    calls = []
+
+    class Hooks:
+        def on_train_begin(self, net, optimizer):
+            calls.append("begin")
+
+        def on_train_end(self, net, optimizer):
+            calls.append("end")
+
+    nf.Network([6, 8, 2], seed=0).fit(X, y, epochs=2, callbacks=[Hooks()], verbose=False)
+    assert calls == ["begin", "end"]
