@@ -798,6 +798,28 @@ class Network:
 
         write_atomically(path, write, "save")
 
+    def to_onnx(self, path):
+        """Write the network to an ONNX file (opset 17), atomically, as `save` does.
+
+        The model's input "X" is float32 of shape [N, n_features] (N: any number of
+        rows); its output "Y" is float32 of shape [N, n_out], what `forward` gives:
+        probabilities for softmax / sigmoid outputs, the values for linear outputs.
+        `input_scale` is applied inside the model. float64 networks are exported with
+        float32 weights. Needs the onnx package: ``pip install nnfast[onnx]``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists); its folder must exist.
+
+        Raises
+        ------
+        ImportError without onnx; ValueError if `path` is a directory or its folder
+        does not exist, or the parameters are not finite.
+        """
+        from ._onnx import write_onnx           # imports onnx: only when called
+        write_onnx(self, path)
+
 
 def _checksum(arrays):
     """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
