@@ -1,5 +1,5 @@
 """ONNX export: onnxruntime gives what `forward` gives, for every activation, output,
-dtype and input_scale; the model's signature; bad paths; lazy import."""
+dtype and input_scale; the model's signature; the estimators; bad paths; lazy import."""
 import os
 import subprocess
 import sys
@@ -125,6 +125,71 @@ def test_an_existing_file_is_replaced(tmp_path):
     X = _inputs(4, 3, 1.0)
     np.testing.assert_allclose(_run(path, X), net.forward(X), **TOL)
     assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+# ------------------------------------------------------------ the estimators
+
+short_fit = pytest.mark.filterwarnings("ignore:.*epochs reached")     # ConvergenceWarning
+
+
+def _float32_exact(X):
+    """float64 values that float32 holds exactly: the model reads float32."""
+    return np.asarray(X, np.float32).astype(np.float64)
+
+
+@short_fit
+def test_classifier_exports_probabilities_in_the_order_of_classes(tmp_path):
+    pytest.importorskip("sklearn", minversion="1.6")
+    from nnfast.sklearn import NNClassifier
+    rng = np.random.default_rng(0)
+    X = _float32_exact(rng.standard_normal((120, 4)))
+    y = np.array(["emu", "cat", "dog"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    clf = NNClassifier(hidden_layer_sizes=(8,), epochs=5, random_state=0).fit(X, y)
+    clf.to_onnx(tmp_path / "c.onnx")
+    proba = _run(tmp_path / "c.onnx", X.astype(np.float32))
+    assert proba.shape == (120, 3)
+    np.testing.assert_allclose(proba, clf.predict_proba(X), **TOL)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X))
+
+
+@short_fit
+def test_multilabel_classifier_exports_one_probability_per_label(tmp_path):
+    pytest.importorskip("sklearn", minversion="1.6")
+    from nnfast.sklearn import NNClassifier
+    rng = np.random.default_rng(1)
+    X = _float32_exact(rng.standard_normal((80, 5)))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 2] > 0], axis=1).astype(int)
+    clf = NNClassifier(hidden_layer_sizes=(6,), epochs=5, random_state=0).fit(X, Y)
+    clf.to_onnx(tmp_path / "c.onnx")
+    np.testing.assert_allclose(_run(tmp_path / "c.onnx", X.astype(np.float32)),
+                               clf.predict_proba(X), **TOL)
+
+
+@short_fit
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_regressor_exports_values(tmp_path, n_outputs):
+    pytest.importorskip("sklearn", minversion="1.6")
+    from nnfast.sklearn import NNRegressor
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((90, 3)).astype(np.float32)        # float32: trained in float32
+    y = X @ rng.standard_normal((3, n_outputs))
+    y = y[:, 0] if n_outputs == 1 else y
+    reg = NNRegressor(hidden_layer_sizes=(10,), epochs=5, random_state=0).fit(X, y)
+    reg.to_onnx(tmp_path / "r.onnx")
+    got = _run(tmp_path / "r.onnx", X)
+    assert got.shape == (90, n_outputs)                        # [N, 1] for a 1-D y
+    np.testing.assert_allclose(got, reg.predict(X).reshape(90, n_outputs), **TOL)
+
+
+def test_estimators_before_fit(tmp_path):
+    pytest.importorskip("sklearn", minversion="1.6")
+    from sklearn.exceptions import NotFittedError
+
+    from nnfast.sklearn import NNClassifier, NNRegressor
+    for est in (NNClassifier(), NNRegressor()):
+        with pytest.raises(NotFittedError):
+            est.to_onnx(tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------------------ bad paths and networks
