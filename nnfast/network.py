@@ -4,7 +4,6 @@ import math
 import numbers
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from . import _kernels as K
 from . import _validate
 from ._step import TrainStep
 from ._threads import single_threaded_blas
+from ._files import write_atomically
 from ._layout import build_layout, layer_views, n_weights
 from ._progress import EpochProgress
 from .distributed import DataParallel, dropout_seed as rank_dropout_seed, flat_grads_with_totals
@@ -838,34 +838,45 @@ class Network:
         The file is written to a temporary name in the same directory, flushed to disk,
         then renamed over `path`: an interrupted save never leaves a partial file.
         """
-        path = os.fspath(path)
         if not _validate.all_finite(self._flat_params):
             raise ValueError("save: the network's parameters contain NaN or inf (training "
                              "diverged?); refusing to write a model that cannot be used")
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".nnfast-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                arrays = dict(sizes=np.array(self.sizes, np.int64),
-                              hidden=np.array(self.hidden, dtype=str).reshape(-1),
-                              output=np.array(self.output), dtype=np.array(self.dtype.name),
-                              params=self._flat_params)
-                if any(self.dropout):        # optional: files without it have no dropout
-                    arrays["dropout"] = np.array(self.dropout, np.float64)
-                if self.input_scale != 1:    # optional too
-                    arrays["input_scale"] = np.array(self.input_scale, np.float64)
-                np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
-                         checksum=np.array(_checksum(arrays)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)            # mkstemp made it 0600
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        arrays = dict(sizes=np.array(self.sizes, np.int64),
+                      hidden=np.array(self.hidden, dtype=str).reshape(-1),
+                      output=np.array(self.output), dtype=np.array(self.dtype.name),
+                      params=self._flat_params)
+        if any(self.dropout):        # optional: files without it have no dropout
+            arrays["dropout"] = np.array(self.dropout, np.float64)
+        if self.input_scale != 1:    # optional too
+            arrays["input_scale"] = np.array(self.input_scale, np.float64)
+
+        def write(f):
+            np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
+                     checksum=np.array(_checksum(arrays)), **arrays)
+
+        write_atomically(path, write, "save")
+
+    def to_onnx(self, path):
+        """Write the network to an ONNX file (opset 17), atomically, as `save` does.
+
+        The model's input "X" is float32 of shape [N, n_features] (N: any number of
+        rows); its output "Y" is float32 of shape [N, n_out], what `forward` gives:
+        probabilities for softmax / sigmoid outputs, the values for linear outputs.
+        `input_scale` is applied inside the model. float64 networks are exported with
+        float32 weights. Needs the onnx package: ``pip install nnfast[onnx]``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists); its folder must exist.
+
+        Raises
+        ------
+        ImportError without onnx; ValueError if `path` is a directory or its folder
+        does not exist, or the parameters are not finite.
+        """
+        from ._onnx import write_onnx           # imports onnx: only when called
+        write_onnx(self, path)
 
 
 def _checksum(arrays):

@@ -317,6 +317,10 @@ class _NNBase(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=self.network_.dtype, order="C")
         return self.network_.forward(X)
 
+    def _to_onnx(self, path):
+        check_is_fitted(self)
+        self.network_.to_onnx(path)
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
 
@@ -369,7 +373,8 @@ _PARAMETERS_DOC = """
 
 _ATTRIBUTES_DOC = """
     network_ : nnfast.Network
-        The fitted network (``network_.summary()``, ``network_.save(path)``).
+        The fitted network (``network_.summary()``, ``network_.save(path)``);
+        ``to_onnx(path)`` exports it.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         When X was a DataFrame with string column names.
@@ -585,6 +590,25 @@ class NNClassifier(ClassifierMixin, _NNBase):
             return (proba > 0.5).astype(np.int64)
         return self.classes_[proba.argmax(axis=1)]
 
+    def to_onnx(self, path):
+        """Write the fitted network to an ONNX file (see `nnfast.Network.to_onnx`).
+
+        The model's input "X" is float32 of shape [N, n_features]; its output "Y" is
+        float32 of shape [N, n_classes]: the probability of each class in the order of
+        `classes_` (what predict_proba gives), so the label of a row is
+        ``classes_[Y.argmax(axis=1)]``; for multi-label targets, each label's own
+        probability. The labels themselves are not in the model.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Raises
+        ------
+        NotFittedError before fit; ImportError without onnx (pip install nnfast[onnx])
+        """
+        self._to_onnx(path)
+
 
 class NNRegressor(RegressorMixin, _NNBase):
     __doc__ = """Multi-layer perceptron regressor on nnfast, in place of MLPRegressor.
@@ -658,3 +682,20 @@ class NNRegressor(RegressorMixin, _NNBase):
         """
         out = self._output(X)
         return out[:, 0] if self._y_ndim == 1 else out
+
+    def to_onnx(self, path):
+        """Write the fitted network to an ONNX file (see `nnfast.Network.to_onnx`).
+
+        The model's input "X" is float32 of shape [N, n_features]; its output "Y" is
+        float32 of shape [N, n_outputs]: the predicted values. A regressor fitted on a
+        1-D y gives shape [N, 1] (predict gives (n_samples,)).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Raises
+        ------
+        NotFittedError before fit; ImportError without onnx (pip install nnfast[onnx])
+        """
+        self._to_onnx(path)

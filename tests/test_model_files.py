@@ -139,3 +139,13 @@ def test_interrupted_save_leaves_the_old_file_and_no_temporary(saved, monkeypatc
         net2.save(path)
     assert path.read_bytes() == before                    # the old model, untouched
     assert os.listdir(path.parent) == [path.name]          # no temporary left behind
+
+
+def test_save_to_a_directory_or_a_missing_folder_is_refused(tmp_path):
+    net = nf.Network([5, 4, 3])
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(ValueError, match="d.npz is a directory"):
+        net.save(tmp_path / "d.npz")
+    with pytest.raises(ValueError, match="folder .*nowhere does not exist"):
+        net.save(tmp_path / "nowhere" / "m.npz")
+    assert os.listdir(tmp_path) == ["d.npz"] and os.listdir(tmp_path / "d.npz") == []
