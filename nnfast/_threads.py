@@ -1,5 +1,7 @@
 """Thread control: nnfast's matrix products run on its own OpenBLAS; a training step runs
 on nnfast's own team of threads (csrc/_pool.h), each calling single-threaded BLAS."""
+from __future__ import annotations
+
 import contextlib
 import numbers
 import os
@@ -9,7 +11,7 @@ from . import _kernels
 MAX_THREADS = 4096
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads nnfast uses.
 
     A training step (fit, loss_and_grads) splits all its work - matrix products, bias,
@@ -29,7 +31,7 @@ def set_num_threads(n):
     _kernels.set_blas_threads(int(n))
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads nnfast's BLAS uses."""
     return _kernels.get_blas_threads()
 

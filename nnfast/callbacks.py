@@ -11,25 +11,32 @@
 "epoch_time", "lr" and, with validation data, "val_loss" (and "val_accuracy" for
 classifiers). Schedules (nnfast.schedules) and EarlyStopping are callbacks themselves.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 from ._validate import check_int
 from .optim import _check_number
+
+if TYPE_CHECKING:
+    from .network import Network
+    from .optim import Optimizer
 
 
 class Callback:
     """Base class: does nothing; override any method."""
 
-    def on_train_begin(self, net, optimizer):
+    def on_train_begin(self, net: Network, optimizer: Optimizer) -> None:
         pass
 
-    def on_train_end(self, net, optimizer):
+    def on_train_end(self, net: Network, optimizer: Optimizer) -> None:
         pass
 
-    def on_epoch_begin(self, net, epoch, optimizer):
+    def on_epoch_begin(self, net: Network, epoch: int, optimizer: Optimizer) -> None:
         pass
 
-    def on_epoch_end(self, net, epoch, logs):
+    def on_epoch_end(self, net: Network, epoch: int, logs: dict[str, float]) -> bool:
         return False
 
 
@@ -46,7 +53,8 @@ class EarlyStopping(Callback):
     restore_best : bool
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 restore_best: bool = True) -> None:
         if monitor not in ("val_loss", "loss"):
             raise ValueError(f"EarlyStopping: monitor must be 'val_loss' or 'loss', got "
                              f"{monitor!r}")

@@ -1,12 +1,22 @@
 """Finite-difference check of a network's analytic gradients."""
+from __future__ import annotations
+
 import numbers
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate
 
+if TYPE_CHECKING:
+    from .network import Network
 
-def gradcheck(net, X, y, eps=1e-6, n_entries=None, seed=0, dropout_seed=None):
+
+def gradcheck(net: Network, X: ArrayLike, y: ArrayLike, eps: float = 1e-6,
+              n_entries: int | None = None, seed: int = 0,
+              dropout_seed: int | None = None) -> float:
     """Largest relative error between analytic and central-difference gradients.
 
     For every parameter array (each W and b) the error is

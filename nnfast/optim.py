@@ -7,6 +7,8 @@ one network: passing the object to another network's `fit` starts it afresh ther
 one optimizer object per network). Weight decay applies to
 weights only, never to biases.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import weakref
@@ -54,7 +56,7 @@ class Optimizer:
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state (moments, velocity, step count)."""
         self._owner = None
         self._state = {}
@@ -112,7 +114,8 @@ class SGD(Optimizer):
     _state_names = ("velocity",)
     _hyper = ("lr", "momentum", "nesterov", "weight_decay")
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__()
         self.lr = _check_number("SGD", "lr", lr, 0, math.inf, low_open=True)
         self.momentum = _check_number("SGD", "momentum", momentum, 0, 1, high_open=True)
@@ -153,7 +156,8 @@ class Adam(Optimizer):
     _state_names = ("m", "v")
     _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__()
         self.lr = _check_number("Adam", "lr", lr, 0, math.inf, low_open=True)
         self.beta1 = _check_number("Adam", "beta1", beta1, 0, 1, high_open=True)
@@ -183,7 +187,7 @@ class Adam(Optimizer):
 _BY_NAME = {"adam": Adam, "sgd": SGD}
 
 
-def get_optimizer(optimizer):
+def get_optimizer(optimizer: str | Optimizer) -> Optimizer:
     """An Optimizer from an instance (returned as is) or a name ("adam", "sgd")."""
     if isinstance(optimizer, Optimizer):
         return optimizer

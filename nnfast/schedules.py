@@ -8,6 +8,8 @@ when training started (`base_lr`); when training ends, the optimizer gets that r
 so a schedule never changes `optimizer.lr` for good, and the next fit (with another
 schedule, or none) starts from it.
 """
+from __future__ import annotations
+
 import math
 
 from ._validate import check_int
@@ -21,7 +23,7 @@ class Schedule(Callback):
     def __init__(self):
         self.base_lr = None
 
-    def rate(self, epoch, base_lr):
+    def rate(self, epoch: int, base_lr: float) -> float:
         raise NotImplementedError
 
     def on_train_begin(self, net, optimizer):
@@ -47,7 +49,7 @@ class Constant(Schedule):
 class StepDecay(Schedule):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
-    def __init__(self, step_size=10, gamma=0.1):
+    def __init__(self, step_size: int = 10, gamma: float = 0.1) -> None:
         super().__init__()
         self.step_size = check_int("StepDecay", "step_size", step_size, 1)
         self.gamma = _check_number("StepDecay", "gamma", gamma, 0, 1, low_open=True)
@@ -60,7 +62,7 @@ class Cosine(Schedule):
     """Cosine annealing from base_lr to min_lr over `epochs` epochs, then min_lr:
     lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2."""
 
-    def __init__(self, epochs, min_lr=0.0):
+    def __init__(self, epochs: int, min_lr: float = 0.0) -> None:
         super().__init__()
         self.epochs = check_int("Cosine", "epochs", epochs, 1)
         self.min_lr = _check_number("Cosine", "min_lr", min_lr, 0, math.inf)
@@ -74,7 +76,8 @@ class ReduceOnPlateau(Schedule):
     """Multiply the rate by `factor` when `monitor` has not improved for `patience`
     epochs (never below min_lr)."""
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=2, min_lr=0.0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 2,
+                 min_lr: float = 0.0) -> None:
         super().__init__()
         if monitor not in ("val_loss", "loss"):
             raise ValueError(f"ReduceOnPlateau: monitor must be 'val_loss' or 'loss', got "
