@@ -30,7 +30,8 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
         python -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_step.py \
             tests/test_network.py tests/test_optim.py tests/test_gradcheck.py \
             tests/test_hostile.py tests/test_dropout.py tests/test_out_of_core.py \
-            tests/test_progress.py tests/test_pickle.py \
+            tests/test_progress.py tests/test_pickle.py tests/test_sample_weight.py \
+            tests/test_batch_invariance.py \
             -k "not subprocess and not larger_than_its_memory_limit")
 fi
 
@@ -53,6 +54,7 @@ for hidden, output, dtype in (("relu", "softmax", np.float32), ("tanh", "sigmoid
     target = y if output == "softmax" else np.eye(4)[y]
     net.fit(X, target, epochs=2, batch_size=32, verbose=False)
     net.fit(X, target, epochs=1, batch_size=7, optimizer=nf.SGD(lr=0.1, momentum=0.9), verbose=False)
+    net.fit(X, target, epochs=1, batch_size=32, sample_weight=rng.uniform(0, 2, 300), verbose=False)
     assert np.isfinite(net.predict_proba(X)).all()
     nf.gradcheck(nf.Network([5, 4, 3], hidden=hidden, output=output, dtype=np.float64),
                  X[:7, :5].astype(np.float64), target[:7, :3] if output == "sigmoid" else y[:7] % 3)
