@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 
-from . import _bench, datasets, plots
+from . import __version__, _bench, datasets, plots
 from ._threads import set_num_threads
 from .callbacks import Callback, EarlyStopping
 from .distributed import DataParallel
@@ -232,6 +232,8 @@ def build_parser():
                "  nnfast predict --model model.npz --input x.npy --output y.npy\n"
                "  nnfast bench\n\n`nnfast COMMAND --help` describes each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nnfast {__version__}",
+                        help="print nnfast's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)

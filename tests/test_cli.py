@@ -557,3 +557,27 @@ def test_train_under_mpiexec_prints_and_saves_on_rank_0_only(tiny_data, tmp_path
     assert sum("test_accuracy" in line for line in lines) == 3        # one line per epoch
     assert float([l for l in lines if l.startswith("test accuracy")][0].split()[2]) > 0.9
     assert nf.load(model).sizes == (16, 8, 3)
+
+
+# ------------------------------------------------------------------ version
+
+def test_version_option_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"nnfast {nf.__version__}\n"
+
+
+def test_version_has_one_source():
+    """pyproject.toml reads the version from nnfast/__init__.py; the installed metadata
+    agrees with nf.__version__."""
+    from importlib.metadata import version
+    tomllib = pytest.importorskip("tomllib")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" not in project["project"]
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nnfast.__version__"}
+    assert version("nnfast") == nf.__version__
+    assert nf.__version__.count(".") >= 1 and "__version__" in nf.__all__
