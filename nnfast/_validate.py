@@ -5,6 +5,7 @@ numeric dtype, rank, shape, finiteness, label range, C order and the network's d
 """
 import numbers
 import os
+import tempfile
 
 import numpy as np
 
@@ -70,6 +71,33 @@ def features(X, n_features, dtype, name="X"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     _check_finite(out, name)
     return out
+
+
+def check_output_file(path):
+    """ValueError unless a file can be written at `path`: it is not a directory, its
+    folder exists (and is a folder, not a file), this process can create files in that
+    folder (tried: a temporary file, removed at once) and an existing file there is not
+    read-only. For commands to call before long work whose result goes to `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a directory; give a file name")
+    if not os.path.isdir(folder):
+        above = folder
+        while not os.path.exists(above):            # the nearest part of the path that exists
+            above = os.path.dirname(above)
+        if os.path.isdir(above):
+            raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+        raise ValueError(f"cannot write {path}: {above} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: cannot create files in folder {folder} "
+                         f"({exc.strerror or exc})") from None
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot write {path}: the file exists and is read-only")
 
 
 STREAM_DTYPES = ("uint8", "float32", "float64")

@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 
-from . import __version__, _bench, datasets, plots
+from . import __version__, _bench, _validate, datasets, plots
 from ._threads import set_num_threads
 from .callbacks import Callback, EarlyStopping
 from .distributed import DataParallel
@@ -148,10 +148,12 @@ def _add_train(sub):
     _add_threads(train)
     train.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
     train.add_argument("--save", metavar="PATH", default=None,
-                       help="write the trained network to PATH (.npz) (default: not saved)")
+                       help="write the trained network (an .npz archive) at exactly PATH "
+                            "(default: not saved)")
     train.add_argument("--plot", metavar="PATH", default=None,
-                       help="write a picture (PNG) of the loss and accuracy per epoch - "
-                            "training, validation, test - to PATH; needs matplotlib "
+                       help="write a picture of the loss and accuracy per epoch - "
+                            "training, validation, test - at exactly PATH (format from "
+                            "its extension, PNG without one); needs matplotlib "
                             "(default: none)")
     train.add_argument("--quiet", action="store_true",
                        help="print only the final line (default: one line per epoch too)")
@@ -169,7 +171,8 @@ def _add_evaluate(sub):
     _add_model(ev)
     ev.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
     ev.add_argument("--plot", metavar="PATH", default=None,
-                    help="write a picture (PNG) of the confusion matrix to PATH; needs "
+                    help="write a picture of the confusion matrix at exactly PATH "
+                         "(format from its extension, PNG without one); needs "
                          "matplotlib (default: none)")
     _add_threads(ev)
 
@@ -288,14 +291,18 @@ def _check_plot(path):
         plots.require_matplotlib()
     except ImportError:
         raise CommandError(f"--plot needs matplotlib: {plots.INSTALL_HINT}") from None
-    plots.check_output_path(path)
+    try:
+        plots.check_output_path(path)
+    except ValueError as exc:
+        raise CommandError(f"--plot: {exc}") from None
 
 
-def _check_folder(path):
-    """Before any long work: the folder of `path` exists."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CommandError(f"cannot write {path}: folder {folder} does not exist")
+def _check_output(path, option):
+    """Before any long work: a file can be written at `path` (given with `option`)."""
+    try:
+        _validate.check_output_file(path)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}") from None
 
 
 def _load_model(path):
@@ -354,7 +361,7 @@ def _train(args):
     quiet = args.quiet or not lead
     _check_plot(args.plot if lead else None)
     if args.save and lead:
-        _check_folder(args.save)
+        _check_output(args.save, "--save")
     (X, y), (Xt, yt) = _load_data(args.data)
     if args.threads:
         set_num_threads(args.threads)
@@ -474,9 +481,9 @@ def read_samples(path, n_features):
 
 
 def _predict(args):
+    _check_output(args.output, "--output")
     net = _load_model(args.model)
     X = model_input(net, read_samples(args.input, net.sizes[0]))
-    _check_folder(args.output)
     if args.threads:
         set_num_threads(args.threads)
     if args.proba:

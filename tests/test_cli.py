@@ -581,3 +581,79 @@ def test_version_has_one_source():
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nnfast.__version__"}
     assert version("nnfast") == nf.__version__
     assert nf.__version__.count(".") >= 1 and "__version__" in nf.__all__
+
+
+# ------------------------------------------------------------------ output paths
+
+def _bad_target(tmp_path, kind, name):
+    """A path where no file `name` can be written, of the given kind."""
+    if kind == "directory":
+        (tmp_path / "adir").mkdir()
+        return tmp_path / "adir"
+    if kind == "missing folder":
+        return tmp_path / "nowhere" / name
+    if kind == "under a file":                       # the folder is a regular file
+        (tmp_path / "somefile").write_text("x")
+        return tmp_path / "somefile" / name
+    folder = tmp_path / "locked"                     # "unwritable folder"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder / name
+
+
+TARGET_KINDS = ["directory", "missing folder", "under a file", "unwritable folder"]
+TARGET_WORDS = {"directory": "is a directory", "missing folder": "does not exist",
+                "under a file": "is a file, not a folder",
+                "unwritable folder": "cannot create files"}
+
+
+def _skip_if_root(kind):
+    if kind == "unwritable folder" and os.geteuid() == 0:
+        pytest.skip("root writes into a folder of mode 0500; 'under a file' covers a "
+                    "folder that cannot take the file")
+
+
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_train_output_targets_are_checked_before_training(tiny_data, tmp_path, capsys,
+                                                           option, kind):
+    _skip_if_root(kind)
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    target = _bad_target(tmp_path, kind, "out.png" if option == "--plot" else "m.npz")
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", option, str(target)])
+    line = _one_line_error(capsys, rc, option, TARGET_WORDS[kind])
+    assert str(target) in line
+    assert capsys.readouterr().out == ""                       # nothing trained
+
+
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+def test_evaluate_and_predict_targets_are_checked_first(tiny_data, trained, tmp_path, capsys,
+                                                         kind):
+    _skip_if_root(kind)
+    pytest.importorskip("matplotlib")
+    target = _bad_target(tmp_path, kind, "p.png")
+    rc = main(["evaluate", "--model", str(trained), "--data", str(tiny_data),
+               "--plot", str(target)])
+    _one_line_error(capsys, rc, "--plot", TARGET_WORDS[kind])
+    assert capsys.readouterr().out == ""
+    np.save(tmp_path / "x.npy", np.zeros((2, 16), np.float32))
+    rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / "x.npy"),
+               "--output", str(target)])
+    _one_line_error(capsys, rc, "--output", TARGET_WORDS[kind])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_plot_is_written_at_exactly_the_printed_name(tiny_data, trained, tmp_path, capsys,
+                                                     command):
+    """matplotlib alone would write "curves.png" for "curves"; the picture is written at
+    the name given, as PNG, and that name is printed."""
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "curves"
+    args = {"train": ["--epochs", "1", "--hidden", "4"],
+            "evaluate": ["--model", str(trained)]}[command]
+    rc = main([command, *args, "--data", str(tiny_data), "--plot", str(target)])
+    assert rc == 0
+    assert f"plotted to {target}\n" in capsys.readouterr().out
+    assert not (tmp_path / "curves.png").exists()
+    _assert_png(target)
