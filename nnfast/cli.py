@@ -20,6 +20,7 @@ from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
 FORCING_VARS = _bench.SLOWING_VARS
+RANGE_SAMPLE_ROWS = 10000        # rows looked at to judge the value range of uint8 data
 DATA_HELP = ("directory of MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST, ...), or of "
              "x_train.npy, y_train.npy, x_test.npy, y_test.npy (read from disk a batch at a "
              "time: data larger than memory) (default: $NNFAST_DATA, then "
@@ -72,6 +73,19 @@ def _rate(text):
     return value
 
 
+def _scale(text):
+    """A finite number > 0, written as a number (0.0039) or a fraction (1/255)."""
+    top, slash, bottom = text.partition("/")
+    try:
+        value = float(top) / float(bottom) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 such as 0.5 or 1/255, "
+                                         f"got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _dtype_list(text):
     names = [s for s in text.replace(" ", "").split(",") if s]
     if not names or any(n not in ("float32", "float64") for n in names):
@@ -94,6 +108,17 @@ def _add_model(p):
                         "(required)")
 
 
+SCALE_RULE = ("A network multiplies every input, whatever its dtype, by its input_scale "
+              "(saved in the model file); nothing else scales inputs.")
+
+
+def _add_input_scale(p):
+    p.add_argument("--input-scale", type=_scale, default=None, metavar="S",
+                   help="multiply the samples by S (a number, or a fraction such as 1/255) "
+                        "before the model, which then multiplies them by its own "
+                        "input_scale (default: 1, the samples as stored)")
+
+
 def _add_threads(p):
     p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
                    help="threads of nnfast (default: OpenBLAS's choice, one per core)")
@@ -103,7 +128,9 @@ def _add_train(sub):
     train = _subparser(
         sub, "train", "train a network on Fashion-MNIST (or any MNIST-format IDX data)",
         "Train a dense network on Fashion-MNIST (or another directory of MNIST-format IDX "
-        "files) and report the test accuracy and the time; one line per epoch.",
+        "files, or of .npy files) and report the test accuracy and the time; one line per "
+        "epoch. The samples go in as stored (IDX pixels as uint8) and the network "
+        "multiplies them by its input_scale (--input-scale). " + SCALE_RULE,
         ["nnfast train",
          "nnfast train --hidden 512,256 --epochs 20 --dropout 0.2 --save model.npz",
          "nnfast train --data ~/kmnist --validation-split 0.1 --early-stopping 3 "
@@ -141,6 +168,11 @@ def _add_train(sub):
                        help="learning-rate schedule: step (x0.1 every third of the "
                             "epochs), cosine (to lr/100), plateau (x0.1 after 2 epochs "
                             "without improvement) (default: constant)")
+    train.add_argument("--input-scale", type=_scale, default=None, metavar="S",
+                       help="the network's input_scale, saved with it: it multiplies every "
+                            "sample by S (a number, or a fraction such as 1/255) in training "
+                            "and in every later prediction (default: 1/255 for uint8 data, "
+                            "pixels to [0, 1]; 1 for other data)")
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the initial weights, shuffling and dropout (default: 0)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
@@ -165,11 +197,12 @@ def _add_evaluate(sub):
         "Evaluate a saved model on the test split of a data directory (MNIST-format IDX "
         "files, or x_test.npy / y_test.npy): "
         "test loss and accuracy, the confusion matrix (rows: true class, columns: "
-        "predicted class) and the accuracy of each class.",
+        "predicted class) and the accuracy of each class. " + SCALE_RULE,
         ["nnfast evaluate --model model.npz",
          "nnfast evaluate --model model.npz --data ~/mnist --plot confusion.png"])
     _add_model(ev)
     ev.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
+    _add_input_scale(ev)
     ev.add_argument("--plot", metavar="PATH", default=None,
                     help="write a picture of the confusion matrix at exactly PATH "
                          "(format from its extension, PNG without one); needs "
@@ -181,10 +214,10 @@ def _add_predict(sub):
     pr = _subparser(
         sub, "predict", "predict the classes of samples in a .npy file",
         "Predict with a saved model: read samples from a .npy file (2-D (n, features), or "
-        "3-D (n, rows, cols) images, flattened; uint8 pixels are scaled as the model was "
-        "trained: by its input_scale, or by 1/255 for a model that takes [0, 1] inputs) "
-        "and write the predicted class indices (int64, shape (n,)) - or with --proba "
-        "the probabilities (n, classes) - to a .npy file.",
+        "(n, rows, cols) images, flattened) and write the predicted class indices (int64, "
+        "shape (n,)) - or with --proba the probabilities (n, classes) - to a .npy file. "
+        + SCALE_RULE + " A model trained on [0, 1] inputs takes uint8 pixels with "
+        "--input-scale 1/255.",
         ["nnfast predict --model model.npz --input images.npy --output classes.npy",
          "nnfast predict --model model.npz --input images.npy --output proba.npy --proba"])
     _add_model(pr)
@@ -194,6 +227,7 @@ def _add_predict(sub):
     pr.add_argument("--output", metavar="PATH", required=True,
                     help="where to write the predictions, a .npy file (written at exactly "
                          "this path) (required)")
+    _add_input_scale(pr)
     pr.add_argument("--proba", action="store_true",
                     help="write probabilities instead of class indices (default: off)")
     _add_threads(pr)
@@ -248,25 +282,45 @@ def build_parser():
 
 # ------------------------------------------------------------------ shared helpers
 
-def _load_data(data_dir, raw=False):
-    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package.
-    IDX images as float32 in [0, 1] (with `raw`, uint8 pixels); .npy files as stored,
-    left on disk (np.memmap)."""
+def _load_data(data_dir):
+    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package, with
+    the samples as stored: IDX images as their uint8 pixels, .npy files left on disk
+    (np.memmap). The network scales them (its input_scale)."""
     if data_dir is not None:                   # an explicit directory is the only place looked
         if os.path.isfile(os.path.join(data_dir, datasets.NPY_FILES[0])):
             return datasets.load_npy_dir(data_dir)
-        return datasets.load_mnist_format([data_dir], raw=raw)
+        return datasets.load_mnist_format([data_dir], raw=True)
     dirs = [d for d in (os.environ.get("NNFAST_DATA"),) if d] + list(datasets.DEFAULT_DIRS)
-    return datasets.load_mnist_format(dirs, raw=raw)
+    return datasets.load_mnist_format(dirs, raw=True)
 
 
-def model_input(net, X):
-    """X as `net` expects it: uint8 pixels go in as they are to a network that scales its
-    inputs (input_scale != 1, as `train` makes them), else as pixel / 255; other dtypes
-    as they are."""
-    if X.dtype == np.uint8 and net.input_scale == 1:
-        return np.divide(X, np.float32(255), dtype=np.float32)      # as nnfast.datasets
-    return X
+def _scale_inputs(net, X, scale, command):
+    """Apply --input-scale: `net` multiplies its inputs by `scale` too (the data stay as
+    they are, read in place). Notes on stderr when uint8 samples meet a network that
+    takes them unscaled (input_scale 1) and no --input-scale was given."""
+    if scale is not None:
+        net.input_scale *= scale
+    elif X.dtype == np.uint8 and net.input_scale == 1:
+        print(f"nnfast {command}: note: uint8 samples go into the model unscaled (its "
+              f"input_scale is 1); if it was trained on [0, 1] inputs, pass --input-scale "
+              f"{1 / 255!r}", file=sys.stderr)
+
+
+def _default_scale(X):
+    """train's input_scale without --input-scale: 1/255 for uint8 data, else 1."""
+    return 1 / 255 if X.dtype == np.uint8 else 1.0
+
+
+def _uint8_range_note(X, scale):
+    """A note when uint8 training data, scaled by the default 1/255, stay far below 1
+    (e.g. 0..16 digit intensities): judged on the first rows only (data may be on disk)."""
+    if X.dtype != np.uint8 or X.shape[0] == 0:
+        return None
+    top = int(X[:RANGE_SAMPLE_ROWS].max())
+    if top >= 64 or top == 0:
+        return None
+    return (f"note: the uint8 training samples go up to {top}, so input_scale 1/255 puts "
+            f"them in [0, {top / 255:.3g}]; for [0, 1] pass --input-scale 1/{top}")
 
 
 def _mpi_world():
@@ -369,9 +423,9 @@ def _train(args):
         set_num_threads(DataParallel(comm).threads(os.cpu_count() or 1))
     n_classes = int(max(y.max(), yt.max())) + 1
     sizes = [X.shape[1], *args.hidden, n_classes]
+    scale = _default_scale(X) if args.input_scale is None else args.input_scale
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,
-                  seed=args.seed, dropout=args.dropout,
-                  input_scale=1 / 255 if X.dtype == np.uint8 else 1.0)
+                  seed=args.seed, dropout=args.dropout, input_scale=scale)
     opt = _optimizer(args)
     if not quiet:
         ranks = f", {comm.Get_size()} MPI ranks" if comm is not None else ""
@@ -381,6 +435,9 @@ def _train(args):
         if forced:
             print(f"note: {' '.join(forced)} set: OpenBLAS then uses those (possibly "
                   "slower) kernels; unset it for the CPU's own", flush=True)
+        note = _uint8_range_note(X, scale) if args.input_scale is None else None
+        if note:
+            print(note, flush=True)
     Xt = net._inputs(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
     monitor = "val_loss" if args.validation_split else "loss"
@@ -434,7 +491,7 @@ def format_confusion(counts):
 def _evaluate(args):
     _check_plot(args.plot)
     net = _load_model(args.model)
-    _, (Xt, yt) = _load_data(args.data, raw=True)
+    _, (Xt, yt) = _load_data(args.data)
     if Xt.shape[1] != net.sizes[0]:
         raise CommandError(f"{args.model} expects {net.sizes[0]} features per sample, the "
                            f"test images have {Xt.shape[1]}")
@@ -443,7 +500,7 @@ def _evaluate(args):
                            f"up to {int(yt.max())}")
     if args.threads:
         set_num_threads(args.threads)
-    Xt = model_input(net, Xt)
+    _scale_inputs(net, Xt, args.input_scale, "evaluate")
     scores = net.evaluate(Xt, yt)
     counts = plots.confusion_matrix(yt, net.predict(Xt), net.sizes[-1])
     print(f"model {_describe(net)} on {Xt.shape[0]} test samples")
@@ -460,8 +517,8 @@ def _evaluate(args):
 # ------------------------------------------------------------------ predict
 
 def read_samples(path, n_features):
-    """Samples from a .npy file as (n, n_features): 3-D images are flattened, uint8 is
-    scaled by 1/255. CommandError naming the file for anything else."""
+    """Samples from a .npy file as (n, n_features), values as stored: 3-D images are
+    flattened. CommandError naming the file for anything else."""
     try:
         X = np.load(os.fspath(path), allow_pickle=False)
     except OSError:                 # missing or unreadable: the OS's message names it
@@ -483,7 +540,8 @@ def read_samples(path, n_features):
 def _predict(args):
     _check_output(args.output, "--output")
     net = _load_model(args.model)
-    X = model_input(net, read_samples(args.input, net.sizes[0]))
+    X = read_samples(args.input, net.sizes[0])
+    _scale_inputs(net, X, args.input_scale, "predict")
     if args.threads:
         set_num_threads(args.threads)
     if args.proba:

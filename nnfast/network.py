@@ -142,8 +142,9 @@ class Network:
         layer; default 0: none): each activation is zeroed with probability p and the
         others scaled by 1 / (1 - p), so prediction (which never drops) needs no rescaling.
     input_scale : float > 0
-        Every input is multiplied by this as the network reads it (training and
-        prediction alike), e.g. 1/255 for raw uint8 images; saved with the model.
+        Every input, whatever its dtype, is multiplied by this as the network reads it
+        (training and prediction alike), e.g. 1/255 for raw uint8 images; saved with the
+        model. Nothing else scales inputs: uint8 arrays go in as 0..255 times this.
 
     Notes
     -----

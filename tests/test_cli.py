@@ -55,7 +55,8 @@ def test_train_saves_a_model_that_predicts(tiny_data, tmp_path, capsys):
     assert float(final.split()[2]) > 0.9
     net = nf.load(model)
     assert net.sizes == (16, 8, 3)
-    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    assert net.input_scale == pytest.approx(1 / 255)         # trained on the uint8 pixels
+    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data], raw=True)
     assert net.evaluate(Xt, yt)["accuracy"] == pytest.approx(float(final.split()[2]))
 
 
@@ -175,7 +176,7 @@ def test_evaluate_prints_loss_accuracy_and_the_confusion_matrix(tiny_data, train
     out = capsys.readouterr().out
     assert rc == 0
     net = nf.load(trained)
-    _, (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    _, (Xt, yt) = nf.datasets.load_mnist_format([tiny_data], raw=True)
     pred = net.predict(Xt)
     expected = np.zeros((3, 3), np.int64)
     np.add.at(expected, (yt, pred), 1)
@@ -366,7 +367,7 @@ def _images(tiny_data):
 def test_predict_classes_and_probabilities(tiny_data, trained, tmp_path, capsys):
     net = nf.load(trained)
     images = _images(tiny_data)
-    X = images.reshape(len(images), -1).astype(np.float32) / 255
+    X = images.reshape(len(images), -1).astype(np.float32)     # the same values as floats
     np.save(tmp_path / "images.npy", images)                    # 3-D uint8
     np.save(tmp_path / "X.npy", X)                              # 2-D float32
     for name in ("images.npy", "X.npy"):
@@ -657,3 +658,101 @@ def test_plot_is_written_at_exactly_the_printed_name(tiny_data, trained, tmp_pat
     assert f"plotted to {target}\n" in capsys.readouterr().out
     assert not (tmp_path / "curves.png").exists()
     _assert_png(target)
+
+
+# ------------------------------------------------------------------ input scaling
+
+@pytest.fixture
+def digits_npy(tmp_path):
+    """uint8 .npy data of intensities 0..16 (like scikit-learn's digits): 3 classes."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for part, n in (("train", 300), ("test", 90)):
+        y = np.arange(n) % 3
+        X = rng.integers(0, 4, (n, 16)).astype(np.uint8)
+        for k in range(3):
+            X[y == k, 4 * k:4 * k + 4] = 16
+        np.save(folder / f"x_{part}.npy", X)
+        np.save(folder / f"y_{part}.npy", y)
+    return folder
+
+
+@pytest.mark.parametrize("given, expected", [(None, 1 / 255), ("1/16", 1 / 16),
+                                             ("0.0625", 0.0625), ("1", 1.0)])
+def test_train_input_scale_is_recorded_in_the_model(digits_npy, tmp_path, capsys, given,
+                                                    expected):
+    model = tmp_path / "m.npz"
+    scale = [] if given is None else ["--input-scale", given]
+    rc = main(["train", "--data", str(digits_npy), "--hidden", "8", "--epochs", "1",
+               "--save", str(model), *scale])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert nf.load(model).input_scale == pytest.approx(expected)
+    # the default 1/255 on data that go up to 16 only: a note saying how to fix it
+    assert ("--input-scale 1/16" in out) == (given is None)
+
+
+def test_train_float_data_default_input_scale_is_1(npy_data, tmp_path, capsys):
+    for name in ("x_train", "x_test"):
+        X = np.load(npy_data / f"{name}.npy")
+        np.save(npy_data / f"{name}.npy", X.astype(np.float32) / 255)
+    model = tmp_path / "f.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    assert nf.load(model).input_scale == 1.0
+
+
+def _unit_scale_model(tiny_data, tmp_path):
+    """A model trained through the API on [0, 1] floats (input_scale 1), and the data."""
+    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    net = nf.Network([16, 8, 3], seed=0)
+    net.fit(X, y, epochs=5, batch_size=16, optimizer=nf.Adam(lr=0.01), verbose=False)
+    net.save(tmp_path / "unit.npz")
+    return tmp_path / "unit.npz", net
+
+
+def test_predict_scales_uint8_only_as_the_api_does(tiny_data, tmp_path, capsys):
+    """One rule: the model multiplies by its input_scale, nothing else; --input-scale S
+    multiplies by S first. uint8 meeting input_scale 1 without S: a note."""
+    model, net = _unit_scale_model(tiny_data, tmp_path)
+    images = _images(tiny_data)
+    np.save(tmp_path / "images.npy", images)
+    flat = images.reshape(len(images), -1)
+    args = ["predict", "--model", str(model), "--input", str(tmp_path / "images.npy"),
+            "--output", str(tmp_path / "p.npy"), "--proba"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    note = [line for line in captured.err.splitlines() if "note" in line]
+    assert len(note) == 1 and "--input-scale 0.00392156862745098" in note[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"),
+                                  nf.load(model).predict_proba(images))    # unscaled
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict_proba(flat),
+                               rtol=1e-6)
+    assert main(args + ["--input-scale", "0.00392156862745098"]) == 0
+    assert capsys.readouterr().err == ""
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"),
+                               net.predict_proba(flat.astype(np.float32) / 255), rtol=1e-5)
+
+
+def test_evaluate_input_scale(tiny_data, tmp_path, capsys):
+    model, net = _unit_scale_model(tiny_data, tmp_path)
+    (_, _), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    want = net.evaluate(Xt, yt)
+    assert main(["evaluate", "--model", str(model), "--data", str(tiny_data),
+                 "--input-scale", "1/255"]) == 0
+    captured = capsys.readouterr()
+    assert "note" not in captured.err
+    assert f"test loss {want['loss']:.4f}  test accuracy {want['accuracy']:.4f}" in captured.out
+    assert main(["evaluate", "--model", str(model), "--data", str(tiny_data)]) == 0
+    assert "--input-scale 0.00392156862745098" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1/0", "x", "1/x"])
+def test_bad_input_scale(value, capsys):
+    for command in (["train"], ["predict", "--model", "m", "--input", "x", "--output", "y"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--input-scale", value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--input-scale" in err[0] and value in err[0]
