@@ -222,9 +222,11 @@ def _check_range(out, name, what):
 
 def _one_hot(labels, n_out, dtype, name):
     if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.round(labels)):
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            i = int(np.argmax(fractional))
             raise ValueError(f"{name}: class labels must be integers in [0, {n_out}), got "
-                             "non-integer values")
+                             f"{labels[i].item()!r} (label {i})")
     lo, hi = labels.min(), labels.max()
     if lo < 0 or hi >= n_out:
         raise ValueError(f"{name}: class labels must be in [0, {n_out}) for {n_out} output "

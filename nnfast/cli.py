@@ -285,13 +285,46 @@ def build_parser():
 def _load_data(data_dir):
     """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package, with
     the samples as stored: IDX images as their uint8 pixels, .npy files left on disk
-    (np.memmap). The network scales them (its input_scale)."""
+    (np.memmap) when nnfast reads their dtype in place (uint8, float32, float64), read
+    into memory otherwise (int64, float16, ...: converted once, as `predict` does). The
+    network scales them (its input_scale). Labels: int64, integers >= 0 (checked)."""
     if data_dir is not None:                   # an explicit directory is the only place looked
         if os.path.isfile(os.path.join(data_dir, datasets.NPY_FILES[0])):
-            return datasets.load_npy_dir(data_dir)
+            parts = datasets.load_npy_dir(data_dir)
+            return tuple((_readable(X), y) for X, y in parts)
         return datasets.load_mnist_format([data_dir], raw=True)
     dirs = [d for d in (os.environ.get("NNFAST_DATA"),) if d] + list(datasets.DEFAULT_DIRS)
     return datasets.load_mnist_format(dirs, raw=True)
+
+
+def _readable(X):
+    """A memmap as it is when nnfast reads its dtype in place, else its data in memory."""
+    if X.dtype.name in _validate.STREAM_DTYPES:
+        return X
+    return np.array(X)
+
+
+def _few(values, limit=10):
+    """Up to `limit` integers, comma-separated, then "..." for the rest."""
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _n_classes(y, y_test):
+    """K, for training labels that are the integers 0..K-1, each of them present (test
+    labels may miss some, not go beyond); CommandError naming the missing classes, the
+    values found and the fix otherwise."""
+    found = np.unique(y)
+    k = int(max(found[-1], y_test.max())) + 1
+    missing = np.setdiff1d(np.arange(k), found)
+    if missing.size:
+        raise CommandError(
+            f"the class labels must be the integers 0..K-1 with every class in the training "
+            f"labels; the training labels hold {found.size} distinct values "
+            f"({_few(found)}), so classes {_few(missing)} of 0..{k - 1} have no training "
+            f"sample. Relabel them 0..{found.size - 1}, e.g. with np.unique(y_train, "
+            "return_inverse=True)[1], and the test labels with the same mapping")
+    return k
 
 
 def _scale_inputs(net, X, scale, command):
@@ -421,7 +454,7 @@ def _train(args):
         set_num_threads(args.threads)
     elif comm is not None:                      # the ranks of a host share its cores
         set_num_threads(DataParallel(comm).threads(os.cpu_count() or 1))
-    n_classes = int(max(y.max(), yt.max())) + 1
+    n_classes = _n_classes(y, yt)
     sizes = [X.shape[1], *args.hidden, n_classes]
     scale = _default_scale(X) if args.input_scale is None else args.input_scale
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,

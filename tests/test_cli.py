@@ -756,3 +756,75 @@ def test_bad_input_scale(value, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--input-scale" in err[0] and value in err[0]
+
+
+# ------------------------------------------------------------------ labels and dtypes
+
+def test_train_refuses_labels_that_are_not_0_to_k_minus_1(npy_data, capsys):
+    """Labels {3, 7, 42} would make a 43-class model: refused, naming what was found."""
+    for part in ("train", "test"):
+        y = np.load(npy_data / f"y_{part}.npy")
+        np.save(npy_data / f"y_{part}.npy", np.array([3, 7, 42])[y])
+    rc = main(["train", "--data", str(npy_data), "--epochs", "1"])
+    line = _one_line_error(capsys, rc, "0..K-1", "3 distinct values (3, 7, 42)",
+                           "classes 0, 1, 2, 4,", "np.unique")
+    assert "0..42" in line
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("labels, words", [
+    (lambda y: y.astype(np.float64) + 0.5 * (np.arange(len(y)) == 5), ["2.5", "label 5"]),
+    (lambda y: y - (np.arange(len(y)) == 6), ["-1", "label 6"]),         # y[6] is 0
+    (lambda y: np.where(np.arange(len(y)) == 1, np.nan, y), ["nan", "label 1"])])
+def test_bad_labels_are_refused_alike_in_train_and_evaluate(npy_data, trained, capsys,
+                                                            labels, words):
+    good = {p: np.load(npy_data / f"y_{p}.npy") for p in ("train", "test")}
+    for part, command in (("train", ["train", "--epochs", "1"]),
+                          ("test", ["evaluate", "--model", str(trained)])):
+        np.save(npy_data / f"y_{part}.npy", labels(good[part]))
+        rc = main([*command, "--data", str(npy_data)])
+        _one_line_error(capsys, rc, f"y_{part}.npy", "class labels must be integers >= 0",
+                        *words)
+        np.save(npy_data / f"y_{part}.npy", good[part])
+
+
+def test_integral_float_labels_are_labels(npy_data, tmp_path, capsys):
+    for part in ("train", "test"):
+        y = np.load(npy_data / f"y_{part}.npy")
+        np.save(npy_data / f"y_{part}.npy", y.astype(np.float32))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    assert nf.load(model).sizes[-1] == 3
+    assert main(["evaluate", "--model", str(model), "--data", str(npy_data)]) == 0
+
+
+def test_int64_features_work_in_train_evaluate_and_predict(npy_data, tmp_path, capsys):
+    """Features of a dtype not read in place (int64) are converted once, in every
+    command, as the API converts them."""
+    for part in ("train", "test"):
+        X = np.load(npy_data / f"x_{part}.npy")
+        np.save(npy_data / f"x_{part}.npy", X.astype(np.int64))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "3",
+                 "--batch-size", "16", "--lr", "0.01", "--input-scale", "1/255", "--quiet",
+                 "--save", str(model)]) == 0
+    acc = float(capsys.readouterr().out.split()[2])
+    assert acc > 0.9
+    assert main(["evaluate", "--model", str(model), "--data", str(npy_data)]) == 0
+    assert f"test accuracy {acc:.4f}" in capsys.readouterr().out
+    assert main(["predict", "--model", str(model), "--input", str(npy_data / "x_test.npy"),
+                 "--output", str(tmp_path / "p.npy")]) == 0
+    X = np.load(npy_data / "x_test.npy").reshape(90, -1)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), nf.load(model).predict(X))
+
+
+def test_class_labels_helper():
+    from nnfast.datasets import class_labels
+    np.testing.assert_array_equal(class_labels(np.array([0.0, 2.0, 1.0])), [0, 2, 1])
+    assert class_labels(np.array([1, 0], np.uint8)).dtype == np.int64
+    for bad, value in (([0, 2.5], "2.5"), ([0, -3], "-3"), ([np.inf, 1], "inf")):
+        with pytest.raises(ValueError, match=f"got {value}"):
+            class_labels(np.array(bad), "labels")
+    with pytest.raises(TypeError, match="dtype"):
+        class_labels(np.array(["a"]))

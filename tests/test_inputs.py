@@ -494,3 +494,11 @@ def test_predicting_does_not_change_network():
     net.evaluate(XF, LABELS)
     net.loss_and_grads(XF, LABELS)
     assert snapshot(net) == before
+
+
+def test_fractional_label_is_named():
+    """The first non-integer label and its position are in the message."""
+    y = Y0.astype(np.float64)
+    y[3] = 2.5
+    with pytest.raises(ValueError, match=r"got 2\.5 \(label 3\)"):
+        make_net().fit(X0, y, epochs=1, verbose=False)
