@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 
 from . import __version__, _bench, _validate, datasets, plots
-from ._threads import set_num_threads
+from ._threads import _available_cpus, set_num_threads
 from .callbacks import Callback, EarlyStopping
 from .distributed import DataParallel
 from .network import HIDDEN, Network, load
@@ -40,26 +40,56 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------ argument types
 
+KIND_NAMES = {int: "integer", float: "number"}
+
+
 def _int_list(text):
+    """Comma-separated positive integers; an empty entry (64,,32 or a trailing comma) is
+    refused, not skipped."""
+    entries = text.replace(" ", "").split(",")
+    if "" in entries:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers "
+                                         f"without empty entries, got {text!r}")
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        sizes = [int(s) for s in entries]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not sizes or min(sizes) < 1:
+    if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return sizes
 
 
+def _number(kind, text, low, what):
+    """`text` as `kind` (int or float), finite, > low (what="positive") or >= low."""
+    name = KIND_NAMES[kind]
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what} {name}, got {text!r}") from None
+    ok = value > low if what == "a positive" else value >= low
+    if not ok or value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {what} {name}, got {text!r}")
+    return value
+
+
 def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not value > 0 or value != value:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    return parse
+    """An argparse type: a positive integer (kind=int) or finite number (kind=float)."""
+    return lambda text: _number(kind, text, 0, "a positive")
+
+
+def _non_negative(kind):
+    """An argparse type: an integer or finite number >= 0."""
+    return lambda text: _number(kind, text, 0, "a non-negative")
+
+
+def _threads(text):
+    """A positive integer, at most the CPUs this process may use (its affinity mask)."""
+    n = _number(int, text, 0, "a positive")
+    cpus = _available_cpus()
+    if n > cpus:
+        raise argparse.ArgumentTypeError(f"expected at most {cpus}, the CPUs this process "
+                                         f"may use (os.sched_getaffinity), got {text!r}")
+    return n
 
 
 def _rate(text):
@@ -120,8 +150,9 @@ def _add_input_scale(p):
 
 
 def _add_threads(p):
-    p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
-                   help="threads of nnfast (default: OpenBLAS's choice, one per core)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="threads of nnfast, at most the CPUs this process may use "
+                        "(default: OpenBLAS's choice, one per core)")
 
 
 def _add_train(sub):
@@ -151,9 +182,10 @@ def _add_train(sub):
                             "(default: adam)")
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
-    train.add_argument("--momentum", type=float, default=0.9,
-                       help="sgd momentum (default: 0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0,
+    train.add_argument("--momentum", type=_rate, default=None, metavar="M",
+                       help="momentum of sgd, in [0, 1); only with --optimizer sgd "
+                            "(default: 0.9)")
+    train.add_argument("--weight-decay", type=_non_negative(float), default=0.0,
                        help="decoupled (adam) or L2 (sgd) weight decay (default: 0)")
     train.add_argument("--validation-split", type=float, default=None, metavar="FRACTION",
                        help="hold out this fraction of the training data for validation "
@@ -173,7 +205,7 @@ def _add_train(sub):
                             "sample by S (a number, or a fraction such as 1/255) in training "
                             "and in every later prediction (default: 1/255 for uint8 data, "
                             "pixels to [0, 1]; 1 for other data)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_non_negative(int), default=0,
                        help="seed of the initial weights, shuffling and dropout (default: 0)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="dtype of the weights and of all computation (default: float32)")
@@ -435,10 +467,19 @@ class _EpochLog(Callback):
         return False
 
 
+def _check_optimizer_options(args):
+    """Options of one optimizer given with the other: refused, not ignored."""
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise CommandError(f"--momentum applies to --optimizer sgd only; {args.optimizer} "
+                           "has no momentum option (drop --momentum, or add --optimizer "
+                           "sgd)")
+
+
 def _optimizer(args):
     if args.optimizer == "adam":
         return Adam(lr=args.lr or 1e-3, weight_decay=args.weight_decay)
-    return SGD(lr=args.lr or 0.05, momentum=args.momentum, nesterov=False,
+    momentum = 0.9 if args.momentum is None else args.momentum
+    return SGD(lr=args.lr or 0.05, momentum=momentum, nesterov=False,
                weight_decay=args.weight_decay)
 
 
@@ -446,6 +487,7 @@ def _train(args):
     comm = _mpi_world()
     lead = comm is None or comm.Get_rank() == 0   # under mpiexec rank 0 alone talks and writes
     quiet = args.quiet or not lead
+    _check_optimizer_options(args)
     _check_plot(args.plot if lead else None)
     if args.save and lead:
         _check_output(args.save, "--save")

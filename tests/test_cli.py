@@ -828,3 +828,54 @@ def test_class_labels_helper():
             class_labels(np.array(bad), "labels")
     with pytest.raises(TypeError, match="dtype"):
         class_labels(np.array(["a"]))
+
+
+# ------------------------------------------------------------------ argument checks
+
+def _usage_error(capsys, args, *words):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    for w in words:
+        assert w in err[0], err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("value", ["64,,32", ",64", "64,", ","])
+def test_empty_entries_in_a_size_list_are_refused(value, capsys):
+    _usage_error(capsys, ["train", "--hidden", value], "--hidden", "empty entries",
+                 repr(value))
+    _usage_error(capsys, ["bench", "--batch", value], "--batch", "empty entries")
+
+
+def test_momentum_with_adam_is_refused(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--momentum", "0.5"])
+    _one_line_error(capsys, rc, "--momentum applies to --optimizer sgd")
+    assert capsys.readouterr().out == ""
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--quiet",
+               "--optimizer", "sgd", "--momentum", "0.5"])
+    assert rc == 0
+
+
+def test_threads_beyond_the_cpus_of_this_process_are_refused(capsys):
+    cpus = len(os.sched_getaffinity(0))
+    for command in ("train", "evaluate", "predict", "bench"):
+        _usage_error(capsys, [command, "--threads", str(cpus + 1)], "--threads",
+                     f"at most {cpus}", "sched_getaffinity")
+    _usage_error(capsys, ["train", "--threads", "999"], "at most")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--epochs", "x"], ["expected a positive integer, got 'x'"]),
+    (["train", "--epochs", "0"], ["expected a positive integer, got '0'"]),
+    (["train", "--lr", "fast"], ["expected a positive number, got 'fast'"]),
+    (["train", "--lr", "inf"], ["expected a positive number"]),
+    (["train", "--seed", "-1"], ["expected a non-negative integer"]),
+    (["train", "--weight-decay", "-0.1"], ["expected a non-negative number"]),
+    (["train", "--momentum", "1.5"], ["expected a number in [0, 1)"]),
+    (["train", "--threads", "two"], ["expected a positive integer"])])
+def test_number_messages_say_integer_or_number(args, words, capsys):
+    line = _usage_error(capsys, args, *words)
+    assert "a int" not in line and "a float" not in line
