@@ -272,7 +272,10 @@ def _add_bench(sub):
         "Time one training epoch of 784-256-128-10 (ReLU, softmax, Adam) on synthetic data "
         "next to its GEMM floor: the same matrix products alone, through nnfast's BLAS. "
         "Prints the environment (versions, OpenBLAS variables, the BLAS kernel), then "
-        "seconds per epoch (medians) and nnfast / floor. Reruns itself without "
+        "seconds per epoch (medians) and nnfast / floor. Rows whose timings contradict "
+        "each other (nnfast faster than its floor, a floor that rises with the batch size, "
+        "widely spread epochs) are measured again, and reported on an 'unreliable: the "
+        "machine was busy' line if they stay so. Reruns itself without "
         "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which force slower kernels (set "
         "NNFAST_BENCH_KEEP_ENV=1 to keep them). For the full comparison with pure NumPy, "
         "PyTorch and JAX on Fashion-MNIST, run `python -m bench` in a source checkout.",
