@@ -286,8 +286,16 @@ class Network:
         """List of (W, b) per layer: views into the network's flat storage."""
         return list(zip(self.coefs, self.intercepts))
 
-    def summary(self):
-        """A table of the layers: shapes, activations, parameter counts (also returned)."""
+    def summary(self, print_fn=print):
+        """Print a table of the layers: shapes, activations, parameter counts.
+
+        Returns None, as Keras' ``Model.summary`` does (so a REPL shows the table once).
+
+        Parameters
+        ----------
+        print_fn : callable, called once per line of the table (default: print); e.g.
+            ``lines = []; net.summary(lines.append)`` to keep the text
+        """
         rows = [("layer", "weights", "bias", "activation", "parameters")]
         for l, (W, b) in enumerate(self.params):
             act = self._layer_activation(l)
@@ -304,9 +312,8 @@ class Network:
                      f"{f', inputs x {self.input_scale:g}' if self.input_scale != 1 else ''}"
                      "); loss: "
                      f"{dict(softmax='softmax cross-entropy', sigmoid='binary cross-entropy', linear='squared error')[self.output]}")
-        text = "\n".join(lines)
-        print(text)
-        return text
+        for line in lines:
+            print_fn(line)
 
     def __repr__(self):
         drop = f", dropout={list(self.dropout)!r}" if any(self.dropout) else ""

@@ -142,7 +142,12 @@ def test_bad_training_options(kwargs, exc, match):
 
 
 def test_summary(capsys):
-    text = nf.Network([784, 256, 10], hidden="tanh", dtype=np.float64).summary()
-    assert capsys.readouterr().out.strip() == text
+    """Printed once and None returned (a REPL would show a returned string again)."""
+    net = nf.Network([784, 256, 10], hidden="tanh", dtype=np.float64)
+    assert net.summary() is None
+    text = capsys.readouterr().out.strip()
+    lines = []
+    assert net.summary(print_fn=lines.append) is None
+    assert capsys.readouterr().out == "" and "\n".join(lines) == text
     assert "784 x 256" in text and "tanh" in text and "softmax" in text
     assert "total parameters: 203,530 (float64" in text
