@@ -182,7 +182,7 @@ CASES = [
     ("cli_data_missing", "cli_run(['train', '--data', os.path.join(tmp, 'none'), "
      "'--epochs', '1'])", ValueError, r"nnfast train: error: .*not found; looked in"),
     ("cli_epochs", "cli_run(['train', '--epochs', '0'])", ValueError,
-     r"argument --epochs: expected a positive int, got '0'"),
+     r"argument --epochs: expected a positive integer, got '0'"),
     ("cli_hidden", "cli_run(['train', '--hidden', 'a,b'])", ValueError,
      r"argument --hidden: expected comma-separated integers"),
 ]
