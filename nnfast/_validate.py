@@ -103,13 +103,31 @@ def check_output_file(path):
 STREAM_DTYPES = ("uint8", "float32", "float64")
 
 
+def check_exists(path, what, owner):
+    """FileNotFoundError naming `path` unless something exists there."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{owner}: {path} does not exist (expected {what})")
+
+
+def npy_problem(exc):
+    """Why np.load failed, in nnfast's words: NumPy's hint to pass allow_pickle=True
+    would be wrong advice (nnfast never unpickles)."""
+    if "pickle" in str(exc) or "Python objects" in str(exc):
+        return "it holds Python objects (pickled data), not an array of numbers"
+    return str(exc)
+
+
 def open_npy(path, name="X"):
-    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand."""
+    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand.
+    FileNotFoundError naming the path when it does not exist; ValueError when it is
+    not a readable .npy file."""
+    check_exists(path, "a .npy file", name)
     try:
         arr = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
-    except Exception as exc:        # missing, unreadable, pickled objects, not .npy, ...
+    except Exception as exc:        # unreadable, pickled objects, not .npy, ...
         raise ValueError(f"{name}: {os.fspath(path)!s} is not a readable .npy file: "
-                         f"{exc}") from None
+                         f"{npy_problem(exc)}") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{name}: {os.fspath(path)!s} is an .npz archive; expected one "
                          ".npy array")

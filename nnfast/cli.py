@@ -602,7 +602,8 @@ def read_samples(path, n_features):
     except OSError:                 # missing or unreadable: the OS's message names it
         raise
     except Exception as exc:        # not .npy, damaged, pickled objects, ...
-        raise CommandError(f"{path} is not a readable .npy file: {exc}") from None
+        raise CommandError(f"{path} is not a readable .npy file: "
+                           f"{_validate.npy_problem(exc)}") from None
     if not isinstance(X, np.ndarray):
         X.close()
         raise CommandError(f"{path} is an .npz archive; expected one array in a .npy file")

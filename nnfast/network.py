@@ -838,19 +838,24 @@ def load(path):
 
     Raises
     ------
+    FileNotFoundError if nothing exists at `path`.
     ValueError if the file is not an nnfast model or is inconsistent.
     """
+    _validate.check_exists(path, "a model file written by Network.save", "load")
     try:
         f = np.load(os.fspath(path), allow_pickle=False)
-    except Exception as exc:        # missing, unreadable, not .npy/.npz, damaged zip, ...
-        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+    except Exception:               # unreadable, not .npy/.npz, damaged zip, pickle, ...
+        raise ValueError(f"load: {path!s} is not an nnfast model file (not a readable .npz "
+                         "archive: another kind of file, or a damaged or truncated "
+                         "one)") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"load: {path!s} is a single array, not an nnfast model (.npz)")
     try:
         with f:
             data = {k: f[k] for k in f.files}
     except Exception as exc:        # truncated or damaged members, pickled objects, ...
-        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+        raise ValueError(f"load: {path!s} is not an nnfast model file (an .npz archive "
+                         f"whose arrays cannot be read: {_validate.npy_problem(exc)})") from None
     need = {"format", "version", "checksum", "sizes", "hidden", "output", "dtype", "params"}
     if ("format" not in data or data["format"].shape != () or str(data["format"]) != FORMAT):
         raise ValueError(f"load: {path!s} is not an nnfast model file (no format "
