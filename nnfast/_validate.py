@@ -3,6 +3,7 @@
 The kernels trust their inputs (no bounds checks); everything they get passes here first:
 numeric dtype, rank, shape, finiteness, label range, C order and the network's dtype.
 """
+import math
 import numbers
 import os
 import tempfile
@@ -55,12 +56,18 @@ def _check_finite(arr, name):
 def features(X, n_features, dtype, name="X"):
     """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1, all finite.
 
-    Returns X itself when it already is one (it is only ever read), else a converted copy.
+    Samples of more than one dimension, (n, ...) with n_features values each (images
+    (n, 28, 28)), are flattened, whatever the dtype (as `source` does for arrays read in
+    place). Returns X itself when it already is one (it is only ever read), else a
+    converted copy.
     """
     arr = _as_numeric_array(X, name)
+    if arr.ndim > 2 and math.prod(arr.shape[1:]) == n_features:
+        arr = arr.reshape(arr.shape[0], n_features)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}), got "
+        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or "
+                         f"(n_samples, ...) of {n_features} values per sample), got "
                          f"shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected at least one sample, got shape {arr.shape}")

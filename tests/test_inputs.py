@@ -502,3 +502,27 @@ def test_fractional_label_is_named():
     y[3] = 2.5
     with pytest.raises(ValueError, match=r"got 2\.5 \(label 3\)"):
         make_net().fit(X0, y, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, np.int64, np.bool_])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_samples_of_more_dimensions_are_flattened_for_every_dtype(dtype, order):
+    """(n, 2, 2) samples of a 4-feature network are its rows flattened, whatever the
+    dtype or memory order (C-contiguous uint8 was flattened, float32 refused)."""
+    images = np.asarray((RNG.random((N, 2, 2)) * 3).astype(dtype), order=order)
+    flat = images.reshape(N, D)
+    net = make_net()
+    np.testing.assert_array_equal(net.forward(images), net.forward(flat))
+    np.testing.assert_array_equal(net.predict(images), net.predict(flat))
+    np.testing.assert_array_equal(net.predict_proba(images), net.predict_proba(flat))
+    assert net.evaluate(images, Y0) == net.evaluate(flat, Y0)
+    assert net.loss_and_grads(images, Y0)[0] == net.loss_and_grads(flat, Y0)[0]
+    a, b = make_net(), make_net()
+    a.fit(images, Y0, epochs=2, batch_size=4, verbose=False, validation_data=(images, Y0))
+    b.fit(flat, Y0, epochs=2, batch_size=4, verbose=False, validation_data=(flat, Y0))
+    np.testing.assert_array_equal(a._flat_params, b._flat_params)
+
+
+def test_samples_of_another_size_are_refused():
+    with pytest.raises(ValueError, match=r"2-D .*\(n_samples, \.\.\.\) of 4 values.*\(6, 3, 2\)"):
+        make_net().predict(np.zeros((N, 3, 2), np.float32))
