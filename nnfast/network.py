@@ -540,9 +540,9 @@ class Network:
             Print one line per epoch (loss, accuracy, validation loss and accuracy,
             seconds) and, when stdout is a terminal, a progress bar over its mini-batches
             with the running loss.
-        validation_split : float in (0, 1), optional
+        validation_split : float in [0, 1), optional
             Hold out this fraction of the samples (the last ones, as Keras does) for
-            validation instead of `validation_data`.
+            validation instead of `validation_data`; 0 (or None) holds out none.
         callbacks : sequence of callbacks (nnfast.callbacks, nnfast.schedules), optional
             Called before and after every epoch; one returning True from on_epoch_end
             stops training.
@@ -604,13 +604,15 @@ class Network:
         n = X.shape[0]
         Y = self._targets(y, n)
         val = None
+        if _is_number(validation_split) and validation_split == 0:
+            validation_split = None                 # 0: no validation, as in Keras
         if validation_split is not None:
             if validation_data is not None:
                 raise ValueError("fit: give validation_data or validation_split, not both")
             if (isinstance(validation_split, bool) or not isinstance(validation_split, float)
                     or not 0 < validation_split < 1):
-                raise ValueError(f"fit: validation_split must be a float in (0, 1), got "
-                                 f"{validation_split!r}")
+                raise ValueError(f"fit: validation_split must be a float in [0, 1) (0: no "
+                                 f"validation), got {validation_split!r}")
             n_val = int(round(n * validation_split))
             if not 1 <= n_val < n:
                 raise ValueError(f"fit: validation_split {validation_split} of {n} samples "

@@ -879,3 +879,10 @@ def test_threads_beyond_the_cpus_of_this_process_are_refused(capsys):
 def test_number_messages_say_integer_or_number(args, words, capsys):
     line = _usage_error(capsys, args, *words)
     assert "a int" not in line and "a float" not in line
+
+
+def test_validation_split_0_trains_without_validation(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "4", "--epochs", "1",
+               "--validation-split", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "val_loss" not in out and "test_accuracy" in out
