@@ -53,8 +53,9 @@ def _check_finite(arr, name):
                          "expected finite numbers")
 
 
-def features(X, n_features, dtype, name="X"):
-    """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1, all finite.
+def features(X, n_features, dtype, name="X", allow_empty=False):
+    """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1 (n >= 0 with
+    `allow_empty`, for prediction), all finite.
 
     Samples of more than one dimension, (n, ...) with n_features values each (images
     (n, 28, 28)), are flattened, whatever the dtype (as `source` does for arrays read in
@@ -69,7 +70,7 @@ def features(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or "
                          f"(n_samples, ...) of {n_features} values per sample), got "
                          f"shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
+    if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: expected at least one sample, got shape {arr.shape}")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, the network expects "
@@ -141,7 +142,7 @@ def open_npy(path, name="X"):
     return arr
 
 
-def source(X, n_features, dtype, scale, name="X"):
+def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     """X to be read in place and converted one mini-batch (or chunk) at a time, or None
     when it should be converted up front with `features`.
 
@@ -167,9 +168,9 @@ def source(X, n_features, dtype, scale, name="X"):
     if X.ndim < 2:
         raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or images "
                          f"(n_samples, ...) of {n_features} values), got shape {X.shape}")
-    if X.shape[0] == 0:
+    if X.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: expected at least one sample, got shape {X.shape}")
-    X2 = X.reshape(X.shape[0], -1)
+    X2 = X.reshape(X.shape[0], math.prod(X.shape[1:]))     # -1 fails on 0 samples
     if X2.shape[1] != n_features:
         raise ValueError(f"{name} has {X2.shape[1]} features (shape {X.shape}), the network "
                          f"expects {n_features}")

@@ -5,6 +5,7 @@ traceback; Ctrl-C exits with 130.
 """
 import argparse
 import functools
+import math
 import os
 import sys
 import textwrap
@@ -595,8 +596,9 @@ def _evaluate(args):
 # ------------------------------------------------------------------ predict
 
 def read_samples(path, n_features):
-    """Samples from a .npy file as (n, n_features), values as stored: 3-D images are
-    flattened. CommandError naming the file for anything else."""
+    """Samples from a .npy file as (n, n_features), values as stored: samples of more
+    dimensions (images) are flattened, as the API does; n may be 0. CommandError naming
+    the file for anything else."""
     try:
         X = np.load(os.fspath(path), allow_pickle=False)
     except OSError:                 # missing or unreadable: the OS's message names it
@@ -607,12 +609,12 @@ def read_samples(path, n_features):
     if not isinstance(X, np.ndarray):
         X.close()
         raise CommandError(f"{path} is an .npz archive; expected one array in a .npy file")
-    if X.ndim == 3:
-        X = X.reshape(X.shape[0], -1)
-    if X.ndim != 2 or X.shape[1] != n_features or X.shape[0] == 0:
+    if X.ndim > 2 and math.prod(X.shape[1:]) == n_features:
+        X = X.reshape(X.shape[0], n_features)
+    if X.ndim != 2 or X.shape[1] != n_features:
         raise CommandError(f"{path} holds an array of shape {X.shape}; the model expects "
-                           f"(n, {n_features}) or (n, rows, cols) with rows * cols = "
-                           f"{n_features}, n >= 1")
+                           f"(n, {n_features}) or images (n, rows, cols, ...) of "
+                           f"{n_features} values each")
     return X
 
 

@@ -324,15 +324,16 @@ class Network:
 
     # ------------------------------------------------------------ input checks
 
-    def _X(self, X, name="X"):
-        return _validate.features(X, self.sizes[0], self.dtype, name)
+    def _X(self, X, name="X", allow_empty=False):
+        return _validate.features(X, self.sizes[0], self.dtype, name, allow_empty)
 
-    def _inputs(self, X, name="X"):
+    def _inputs(self, X, name="X", allow_empty=False):
         """X checked, as (n, n_features) to read from: files (.npy paths, np.memmap) and
         uint8 arrays as they are, converted a mini-batch or chunk at a time; anything
-        else converted once (`_X`)."""
-        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name)
-        return self._X(X, name) if src is None else src
+        else converted once (`_X`). No samples only with `allow_empty` (prediction)."""
+        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name,
+                               allow_empty)
+        return self._X(X, name, allow_empty) if src is None else src
 
     def _targets(self, y, n, name="y"):
         if isinstance(y, (str, os.PathLike)):
@@ -348,6 +349,8 @@ class Network:
         """out (n, n_out) := the network on X (checked), last layer with `last_code`.
         Runs in chunks with buffers of this call only (safe from several threads)."""
         n = X.shape[0]
+        if n == 0:                              # no samples: nothing to compute
+            return out
         rows = min(n, PREDICT_CHUNK)
         bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
         codes = self._hidden_codes + [last_code]
@@ -372,13 +375,13 @@ class Network:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features); n_samples may be 0
 
         Returns
         -------
         ndarray of shape (n_samples, n_out), the network's dtype
         """
-        X = self._inputs(X)
+        X = self._inputs(X, allow_empty=True)
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         return self._forward_into(out, X, self._output_code)
 
@@ -396,9 +399,10 @@ class Network:
         -------
         softmax: int64 class index, shape (n_samples,). sigmoid: 0/1 int64, shape
         (n_samples,) for one output unit, else (n_samples, n_out). linear: values, shape
-        (n_samples,) for one output unit, else (n_samples, n_out).
+        (n_samples,) for one output unit, else (n_samples, n_out). No samples give an
+        empty result of these shapes.
         """
-        X = self._inputs(X)
+        X = self._inputs(X, allow_empty=True)
         code = self._output_code if self.output == "linear" else K.ACT_LINEAR
         out = self._forward_into(np.empty((X.shape[0], self.sizes[-1]), self.dtype), X, code)
         if self.output == "softmax":                  # decided on logits, as evaluate does

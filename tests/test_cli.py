@@ -390,14 +390,14 @@ def test_predict_classes_and_probabilities(tiny_data, trained, tmp_path, capsys)
 
 @pytest.mark.parametrize("case, words", [
     ("1-D", ["shape (16,)"]), ("features", ["shape (5, 7)", "16"]),
-    ("4-D", ["shape (2, 1, 4, 4)"]), ("empty", ["shape (0, 16)"]),
+    ("4-D", ["shape (2, 1, 4, 5)"]),
     ("objects", ["not a readable .npy"]), ("text", ["not a readable .npy"]),
     ("npz", [".npz archive"]), ("missing", ["absent.npy"]),
     ("strings", ["dtype"]), ("nan", ["NaN"])])
 def test_predict_bad_input(trained, tmp_path, capsys, case, words):
     path = tmp_path / ("absent.npy" if case == "missing" else "x.npy")
     arrays = {"1-D": np.zeros(16), "features": np.zeros((5, 7)),
-              "4-D": np.zeros((2, 1, 4, 4), np.uint8), "empty": np.zeros((0, 16)),
+              "4-D": np.zeros((2, 1, 4, 5), np.uint8),
               "strings": np.array([["a"] * 16]), "nan": np.full((2, 16), np.nan)}
     if case in arrays:
         np.save(path, arrays[case])
@@ -886,3 +886,19 @@ def test_validation_split_0_trains_without_validation(tiny_data, capsys):
                "--validation-split", "0"])
     out = capsys.readouterr().out
     assert rc == 0 and "val_loss" not in out and "test_accuracy" in out
+
+
+@pytest.mark.parametrize("shape", [(0, 16), (0, 4, 4), (3, 1, 4, 4)])
+def test_predict_empty_and_4d_samples_follow_the_api(trained, tmp_path, capsys, shape):
+    """No samples write an empty result; (n, 1, 4, 4) images are flattened like (n, 4, 4)."""
+    X = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    np.save(tmp_path / "x.npy", X)
+    for proba, out_shape in ((False, shape[:1]), (True, (shape[0], 3))):
+        rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "p.npy")] + (["--proba"] if proba else []))
+        assert rc == 0
+        assert f"predicted {shape[0]} samples" in capsys.readouterr().out
+        got = np.load(tmp_path / "p.npy")
+        want = (nf.load(trained).predict_proba if proba else nf.load(trained).predict)(X)
+        assert got.shape == out_shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

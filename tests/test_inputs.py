@@ -98,6 +98,8 @@ BAD_X = [
                                     "predict", "predict_proba", "gradcheck"])
 @pytest.mark.parametrize("X,match", [c[1:] for c in BAD_X], ids=[c[0] for c in BAD_X])
 def test_bad_X_refused(X, match, method):
+    if method in PREDICTING and isinstance(X, np.ndarray) and X.shape == (0, D):
+        return          # no samples: prediction returns an empty result (tested below)
     net = make_net()
     if method == "fit":
         assert_fit_refused(net, match, X, Y0, epochs=1, batch_size=4)
@@ -107,6 +109,33 @@ def test_bad_X_refused(X, match, method):
         assert_refused(net, lambda: nf.gradcheck(net, X, Y0), match)
     else:
         assert_refused(net, lambda: getattr(net, method)(X), match)
+
+
+PREDICTING = ("forward", "predict", "predict_proba")
+
+
+@pytest.mark.parametrize("output, k, proba_shape, predict_shape, predict_dtype", [
+    ("softmax", K, (0, K), (0,), np.int64), ("sigmoid", 1, (0, 1), (0,), np.int64),
+    ("sigmoid", 2, (0, 2), (0, 2), np.int64), ("linear", 1, None, (0,), np.float32),
+    ("linear", 2, None, (0, 2), np.float32)])
+def test_no_samples_predict_an_empty_result(tmp_path, output, k, proba_shape,
+                                            predict_shape, predict_dtype):
+    net = make_net(output, k)
+    np.save(tmp_path / "empty.npy", np.zeros((0, D), np.float32))
+    for X in (np.zeros((0, D), np.float32), np.zeros((0, D), np.uint8),
+              np.zeros((0, 2, 2)), tmp_path / "empty.npy"):
+        out = net.forward(X)
+        assert out.shape == (0, k) and out.dtype == np.float32
+        pred = net.predict(X)
+        assert pred.shape == predict_shape and pred.dtype == predict_dtype
+        if proba_shape is not None:
+            proba = net.predict_proba(X)
+            assert proba.shape == proba_shape and proba.dtype == np.float32
+    assert make_net(dtype=np.float64).forward(np.zeros((0, D))).dtype == np.float64
+    with pytest.raises(ValueError, match="empty"):
+        net.evaluate(np.zeros((0, D), np.float32), np.zeros((0, k) if k > 1 else 0))
+    with pytest.raises(ValueError, match="features"):
+        net.predict(np.zeros((0, D + 1), np.float32))        # the shape is still checked
 
 
 def test_feature_count_message_names_both_counts():
