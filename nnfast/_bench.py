@@ -15,6 +15,12 @@ OpenBLAS loads: `nnfast bench` reruns itself without them (see `clean_rerun`).
 For the full comparison (Fashion-MNIST, pure NumPy, PyTorch, JAX, one process per
 contender), run `python -m bench` in a source checkout of nnfast.
 
+Consistency: a row is inconsistent when nnfast is faster than its own GEMM floor by more
+than the noise (NOISE), when a larger batch has a higher floor than a smaller one (the
+floor falls with the batch size), or when the epochs of a row spread widely (MAX_SPREAD).
+Those rows are measured again, at most REMEASURE times; rows still inconsistent then are
+reported on "unreliable: the machine was busy" lines (see `inconsistencies`).
+
 Sample output (`nnfast bench --full` on a 2-core AMD EPYC Zen 5; its first row. The
 timings of a shared machine vary: compare within one run.):
 
@@ -41,6 +47,9 @@ HEADER = ("batch", "dtype", "steps", "floor s", "nnfast s", "min s", "max s", "x
 WIDTHS = (5, 7, 5, 7, 8, 6, 6, 7)
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 PAUSE = 0.2                  # s; idle OpenBLAS threads spin ~0.1 s (its thread timeout)
+NOISE = 0.10                 # relative timing differences up to this are noise
+MAX_SPREAD = 0.25            # (max - min) / median of a row's epochs above this: disturbed
+REMEASURE = 2                # re-measurements of inconsistent rows, at most
 
 
 # ------------------------------------------------------------------ environment
@@ -166,12 +175,77 @@ def format_row(cells):
     return "  ".join(str(c).rjust(w) for c, w in zip(cells, WIDTHS))
 
 
-def run(batches, dtypes, samples, repeat, out=print):
-    """Check, then time every (dtype, batch); print the table row by row with `out`.
+def spread(times):
+    """(max - min) / median of epoch times: 0 for one epoch."""
+    return (max(times) - min(times)) / statistics.median(times)
+
+
+def inconsistencies(rows, noise=NOISE, max_spread=MAX_SPREAD):
+    """The rows whose timings contradict each other or themselves.
+
+    Parameters
+    ----------
+    rows : list of dict with batch, dtype, floor, nnfast (median seconds) and
+        floor_spread, nnfast_spread (see `spread`)
+    noise : float, relative differences up to this are not held against a row
+    max_spread : float, a larger spread of a row's epochs marks it
 
     Returns
     -------
-    list of dict, one per row: batch, dtype, floor, nnfast (medians, s), ratio
+    dict {row index: [reason, ...]}, empty when every row is consistent: nnfast no
+    faster than its floor beyond the noise, the floor not rising with the batch size
+    (both rows of such a pair are marked), spreads at most max_spread.
+    """
+    issues = {}
+
+    def mark(i, reason):
+        issues.setdefault(i, []).append(reason)
+
+    for i, r in enumerate(rows):
+        if r["nnfast"] < r["floor"] * (1 - noise):
+            mark(i, f"nnfast {r['nnfast']:.3f} s is faster than its GEMM floor "
+                    f"{r['floor']:.3f} s")
+        for what in ("floor", "nnfast"):
+            if r[f"{what}_spread"] > max_spread:
+                mark(i, f"{what} epochs spread {r[what + '_spread']:.0%} around their median")
+    for i, small in enumerate(rows):
+        for j, large in enumerate(rows):
+            if (small["dtype"] == large["dtype"] and small["batch"] < large["batch"]
+                    and large["floor"] > small["floor"] * (1 + noise)):
+                reason = (f"GEMM floor of batch {large['batch']} ({large['floor']:.3f} s) is "
+                          f"above batch {small['batch']}'s ({small['floor']:.3f} s)")
+                mark(i, reason)
+                mark(j, reason)
+    return issues
+
+
+def measure(X, y, batch, repeat):
+    """One row: the GEMM floor's and nnfast's epochs on (X, y) at `batch`, medians and
+    spreads, each block starting with the other's BLAS threads asleep."""
+    time.sleep(PAUSE)
+    floor = floor_epochs(X, batch, repeat)
+    time.sleep(PAUSE)
+    times = nnfast_epochs(X, y, batch, repeat)
+    med = statistics.median(times)
+    return {"batch": batch, "dtype": np.dtype(X.dtype).name, "floor": statistics.median(floor),
+            "nnfast": med, "min": min(times), "max": max(times),
+            "ratio": med / statistics.median(floor), "floor_spread": spread(floor),
+            "nnfast_spread": spread(times), "steps": -(-X.shape[0] // min(batch, X.shape[0]))}
+
+
+def _row_cells(r):
+    return [r["batch"], r["dtype"], r["steps"], f"{r['floor']:.3f}", f"{r['nnfast']:.3f}",
+            f"{r['min']:.3f}", f"{r['max']:.3f}", f"{r['ratio']:.2f}"]
+
+
+def run(batches, dtypes, samples, repeat, out=print):
+    """Check, then time every (dtype, batch); print the table row by row with `out`;
+    measure inconsistent rows again (at most REMEASURE times) and say which stay so.
+
+    Returns
+    -------
+    list of dict, one per row: batch, dtype, floor, nnfast (medians, s), ratio, min, max,
+    spreads, and "unreliable": the reasons (a list, empty when the row is consistent)
     """
     data = {d: synthetic_data(samples, np.dtype(d).type) for d in dtypes}
     for d in dtypes:
@@ -184,17 +258,24 @@ def run(batches, dtypes, samples, repeat, out=print):
     out(format_row(["-" * w for w in WIDTHS]))
     results = []
     for d in dtypes:
-        X, y = data[d]
         for batch in batches:
-            time.sleep(PAUSE)       # each block starts with the other's BLAS threads asleep
-            floor = statistics.median(floor_epochs(X, batch, repeat))
-            time.sleep(PAUSE)
-            times = nnfast_epochs(X, y, batch, repeat)
-            med = statistics.median(times)
-            steps = -(-samples // min(batch, samples))
-            out(format_row([batch, d, steps, f"{floor:.3f}", f"{med:.3f}",
-                            f"{min(times):.3f}", f"{max(times):.3f}",
-                            f"{med / floor:.2f}"]))
-            results.append({"batch": batch, "dtype": d, "floor": floor, "nnfast": med,
-                            "ratio": med / floor})
+            results.append(measure(*data[d], batch, repeat))
+            out(format_row(_row_cells(results[-1])))
+    for attempt in range(1, REMEASURE + 1):
+        issues = inconsistencies(results)
+        if not issues:
+            break
+        out(f"inconsistent timings, measuring {len(issues)} row"
+            f"{'s' if len(issues) > 1 else ''} again ({attempt} of {REMEASURE}; "
+            "these replace the rows above):")
+        for i in sorted(issues):
+            results[i] = measure(*data[results[i]["dtype"]], results[i]["batch"], repeat)
+            out(format_row(_row_cells(results[i])))
+    issues = inconsistencies(results)
+    for i, r in enumerate(results):
+        r["unreliable"] = issues.get(i, [])
+        if r["unreliable"]:
+            out(f"unreliable: the machine was busy: batch {r['batch']} {r['dtype']}: "
+                f"{'; '.join(r['unreliable'])} (after {REMEASURE} re-measurements; rerun on "
+                "an idle machine)")
     return results

@@ -3,8 +3,10 @@
 The kernels trust their inputs (no bounds checks); everything they get passes here first:
 numeric dtype, rank, shape, finiteness, label range, C order and the network's dtype.
 """
+import math
 import numbers
 import os
+import tempfile
 
 import numpy as np
 
@@ -51,17 +53,24 @@ def _check_finite(arr, name):
                          "expected finite numbers")
 
 
-def features(X, n_features, dtype, name="X"):
-    """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1, all finite.
+def features(X, n_features, dtype, name="X", allow_empty=False):
+    """X as a C-contiguous (n, n_features) array of `dtype`, n >= 1 (n >= 0 with
+    `allow_empty`, for prediction), all finite.
 
-    Returns X itself when it already is one (it is only ever read), else a converted copy.
+    Samples of more than one dimension, (n, ...) with n_features values each (images
+    (n, 28, 28)), are flattened, whatever the dtype (as `source` does for arrays read in
+    place). Returns X itself when it already is one (it is only ever read), else a
+    converted copy.
     """
     arr = _as_numeric_array(X, name)
+    if arr.ndim > 2 and math.prod(arr.shape[1:]) == n_features:
+        arr = arr.reshape(arr.shape[0], n_features)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}), got "
+        raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or "
+                         f"(n_samples, ...) of {n_features} values per sample), got "
                          f"shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
+    if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: expected at least one sample, got shape {arr.shape}")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, the network expects "
@@ -72,23 +81,68 @@ def features(X, n_features, dtype, name="X"):
     return out
 
 
+def check_output_file(path):
+    """ValueError unless a file can be written at `path`: it is not a directory, its
+    folder exists (and is a folder, not a file), this process can create files in that
+    folder (tried: a temporary file, removed at once) and an existing file there is not
+    read-only. For commands to call before long work whose result goes to `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a directory; give a file name")
+    if not os.path.isdir(folder):
+        above = folder
+        while not os.path.exists(above):            # the nearest part of the path that exists
+            above = os.path.dirname(above)
+        if os.path.isdir(above):
+            raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+        raise ValueError(f"cannot write {path}: {above} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: cannot create files in folder {folder} "
+                         f"({exc.strerror or exc})") from None
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot write {path}: the file exists and is read-only")
+
+
 STREAM_DTYPES = ("uint8", "float32", "float64")
 
 
+def check_exists(path, what, owner):
+    """FileNotFoundError naming `path` unless something exists there."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{owner}: {path} does not exist (expected {what})")
+
+
+def npy_problem(exc):
+    """Why np.load failed, in nnfast's words: NumPy's hint to pass allow_pickle=True
+    would be wrong advice (nnfast never unpickles)."""
+    if "pickle" in str(exc) or "Python objects" in str(exc):
+        return "it holds Python objects (pickled data), not an array of numbers"
+    return str(exc)
+
+
 def open_npy(path, name="X"):
-    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand."""
+    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand.
+    FileNotFoundError naming the path when it does not exist; ValueError when it is
+    not a readable .npy file."""
+    check_exists(path, "a .npy file", name)
     try:
         arr = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
-    except Exception as exc:        # missing, unreadable, pickled objects, not .npy, ...
+    except Exception as exc:        # unreadable, pickled objects, not .npy, ...
         raise ValueError(f"{name}: {os.fspath(path)!s} is not a readable .npy file: "
-                         f"{exc}") from None
+                         f"{npy_problem(exc)}") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{name}: {os.fspath(path)!s} is an .npz archive; expected one "
                          ".npy array")
     return arr
 
 
-def source(X, n_features, dtype, scale, name="X"):
+def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     """X to be read in place and converted one mini-batch (or chunk) at a time, or None
     when it should be converted up front with `features`.
 
@@ -114,9 +168,9 @@ def source(X, n_features, dtype, scale, name="X"):
     if X.ndim < 2:
         raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or images "
                          f"(n_samples, ...) of {n_features} values), got shape {X.shape}")
-    if X.shape[0] == 0:
+    if X.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: expected at least one sample, got shape {X.shape}")
-    X2 = X.reshape(X.shape[0], -1)
+    X2 = X.reshape(X.shape[0], math.prod(X.shape[1:]))     # -1 fails on 0 samples
     if X2.shape[1] != n_features:
         raise ValueError(f"{name} has {X2.shape[1]} features (shape {X.shape}), the network "
                          f"expects {n_features}")
@@ -220,9 +274,11 @@ def _check_range(out, name, what):
 
 def _one_hot(labels, n_out, dtype, name):
     if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.round(labels)):
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            i = int(np.argmax(fractional))
             raise ValueError(f"{name}: class labels must be integers in [0, {n_out}), got "
-                             "non-integer values")
+                             f"{labels[i].item()!r} (label {i})")
     lo, hi = labels.min(), labels.max()
     if lo < 0 or hi >= n_out:
         raise ValueError(f"{name}: class labels must be in [0, {n_out}) for {n_out} output "

@@ -5,14 +5,15 @@ traceback; Ctrl-C exits with 130.
 """
 import argparse
 import functools
+import math
 import os
 import sys
 import textwrap
 
 import numpy as np
 
-from . import _bench, datasets, plots
-from ._threads import set_num_threads
+from . import __version__, _bench, _validate, datasets, plots
+from ._threads import _available_cpus, set_num_threads
 from .callbacks import Callback, EarlyStopping
 from .distributed import DataParallel
 from .network import HIDDEN, Network, load
@@ -20,6 +21,7 @@ from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
 FORCING_VARS = _bench.SLOWING_VARS
+RANGE_SAMPLE_ROWS = 10000        # rows looked at to judge the value range of uint8 data
 DATA_HELP = ("directory of MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST, ...), or of "
              "x_train.npy, y_train.npy, x_test.npy, y_test.npy (read from disk a batch at a "
              "time: data larger than memory) (default: $NNFAST_DATA, then "
@@ -39,26 +41,56 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------ argument types
 
+KIND_NAMES = {int: "integer", float: "number"}
+
+
 def _int_list(text):
+    """Comma-separated positive integers; an empty entry (64,,32 or a trailing comma) is
+    refused, not skipped."""
+    entries = text.replace(" ", "").split(",")
+    if "" in entries:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers "
+                                         f"without empty entries, got {text!r}")
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        sizes = [int(s) for s in entries]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not sizes or min(sizes) < 1:
+    if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return sizes
 
 
+def _number(kind, text, low, what):
+    """`text` as `kind` (int or float), finite, > low (what="positive") or >= low."""
+    name = KIND_NAMES[kind]
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what} {name}, got {text!r}") from None
+    ok = value > low if what == "a positive" else value >= low
+    if not ok or value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {what} {name}, got {text!r}")
+    return value
+
+
 def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not value > 0 or value != value:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    return parse
+    """An argparse type: a positive integer (kind=int) or finite number (kind=float)."""
+    return lambda text: _number(kind, text, 0, "a positive")
+
+
+def _non_negative(kind):
+    """An argparse type: an integer or finite number >= 0."""
+    return lambda text: _number(kind, text, 0, "a non-negative")
+
+
+def _threads(text):
+    """A positive integer, at most the CPUs this process may use (its affinity mask)."""
+    n = _number(int, text, 0, "a positive")
+    cpus = _available_cpus()
+    if n > cpus:
+        raise argparse.ArgumentTypeError(f"expected at most {cpus}, the CPUs this process "
+                                         f"may use (os.sched_getaffinity), got {text!r}")
+    return n
 
 
 def _rate(text):
@@ -69,6 +101,19 @@ def _rate(text):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _scale(text):
+    """A finite number > 0, written as a number (0.0039) or a fraction (1/255)."""
+    top, slash, bottom = text.partition("/")
+    try:
+        value = float(top) / float(bottom) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 such as 0.5 or 1/255, "
+                                         f"got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -94,16 +139,30 @@ def _add_model(p):
                         "(required)")
 
 
+SCALE_RULE = ("A network multiplies every input, whatever its dtype, by its input_scale "
+              "(saved in the model file); nothing else scales inputs.")
+
+
+def _add_input_scale(p):
+    p.add_argument("--input-scale", type=_scale, default=None, metavar="S",
+                   help="multiply the samples by S (a number, or a fraction such as 1/255) "
+                        "before the model, which then multiplies them by its own "
+                        "input_scale (default: 1, the samples as stored)")
+
+
 def _add_threads(p):
-    p.add_argument("--threads", type=_positive(int), default=None, metavar="N",
-                   help="threads of nnfast (default: OpenBLAS's choice, one per core)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="threads of nnfast, at most the CPUs this process may use "
+                        "(default: OpenBLAS's choice, one per core)")
 
 
 def _add_train(sub):
     train = _subparser(
         sub, "train", "train a network on Fashion-MNIST (or any MNIST-format IDX data)",
         "Train a dense network on Fashion-MNIST (or another directory of MNIST-format IDX "
-        "files) and report the test accuracy and the time; one line per epoch.",
+        "files, or of .npy files) and report the test accuracy and the time; one line per "
+        "epoch. The samples go in as stored (IDX pixels as uint8) and the network "
+        "multiplies them by its input_scale (--input-scale). " + SCALE_RULE,
         ["nnfast train",
          "nnfast train --hidden 512,256 --epochs 20 --dropout 0.2 --save model.npz",
          "nnfast train --data ~/kmnist --validation-split 0.1 --early-stopping 3 "
@@ -124,9 +183,10 @@ def _add_train(sub):
                             "(default: adam)")
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
-    train.add_argument("--momentum", type=float, default=0.9,
-                       help="sgd momentum (default: 0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0,
+    train.add_argument("--momentum", type=_rate, default=None, metavar="M",
+                       help="momentum of sgd, in [0, 1); only with --optimizer sgd "
+                            "(default: 0.9)")
+    train.add_argument("--weight-decay", type=_non_negative(float), default=0.0,
                        help="decoupled (adam) or L2 (sgd) weight decay (default: 0)")
     train.add_argument("--validation-split", type=float, default=None, metavar="FRACTION",
                        help="hold out this fraction of the training data for validation "
@@ -141,17 +201,24 @@ def _add_train(sub):
                        help="learning-rate schedule: step (x0.1 every third of the "
                             "epochs), cosine (to lr/100), plateau (x0.1 after 2 epochs "
                             "without improvement) (default: constant)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--input-scale", type=_scale, default=None, metavar="S",
+                       help="the network's input_scale, saved with it: it multiplies every "
+                            "sample by S (a number, or a fraction such as 1/255) in training "
+                            "and in every later prediction (default: 1/255 for uint8 data, "
+                            "pixels to [0, 1]; 1 for other data)")
+    train.add_argument("--seed", type=_non_negative(int), default=0,
                        help="seed of the initial weights, shuffling and dropout (default: 0)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                        help="dtype of the weights and of all computation (default: float32)")
     _add_threads(train)
     train.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
     train.add_argument("--save", metavar="PATH", default=None,
-                       help="write the trained network to PATH (.npz) (default: not saved)")
+                       help="write the trained network (an .npz archive) at exactly PATH "
+                            "(default: not saved)")
     train.add_argument("--plot", metavar="PATH", default=None,
-                       help="write a picture (PNG) of the loss and accuracy per epoch - "
-                            "training, validation, test - to PATH; needs matplotlib "
+                       help="write a picture of the loss and accuracy per epoch - "
+                            "training, validation, test - at exactly PATH (format from "
+                            "its extension, PNG without one); needs matplotlib "
                             "(default: none)")
     train.add_argument("--quiet", action="store_true",
                        help="print only the final line (default: one line per epoch too)")
@@ -163,13 +230,15 @@ def _add_evaluate(sub):
         "Evaluate a saved model on the test split of a data directory (MNIST-format IDX "
         "files, or x_test.npy / y_test.npy): "
         "test loss and accuracy, the confusion matrix (rows: true class, columns: "
-        "predicted class) and the accuracy of each class.",
+        "predicted class) and the accuracy of each class. " + SCALE_RULE,
         ["nnfast evaluate --model model.npz",
          "nnfast evaluate --model model.npz --data ~/mnist --plot confusion.png"])
     _add_model(ev)
     ev.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
+    _add_input_scale(ev)
     ev.add_argument("--plot", metavar="PATH", default=None,
-                    help="write a picture (PNG) of the confusion matrix to PATH; needs "
+                    help="write a picture of the confusion matrix at exactly PATH "
+                         "(format from its extension, PNG without one); needs "
                          "matplotlib (default: none)")
     _add_threads(ev)
 
@@ -178,10 +247,10 @@ def _add_predict(sub):
     pr = _subparser(
         sub, "predict", "predict the classes of samples in a .npy file",
         "Predict with a saved model: read samples from a .npy file (2-D (n, features), or "
-        "3-D (n, rows, cols) images, flattened; uint8 pixels are scaled as the model was "
-        "trained: by its input_scale, or by 1/255 for a model that takes [0, 1] inputs) "
-        "and write the predicted class indices (int64, shape (n,)) - or with --proba "
-        "the probabilities (n, classes) - to a .npy file.",
+        "(n, rows, cols) images, flattened) and write the predicted class indices (int64, "
+        "shape (n,)) - or with --proba the probabilities (n, classes) - to a .npy file. "
+        + SCALE_RULE + " A model trained on [0, 1] inputs takes uint8 pixels with "
+        "--input-scale 1/255.",
         ["nnfast predict --model model.npz --input images.npy --output classes.npy",
          "nnfast predict --model model.npz --input images.npy --output proba.npy --proba"])
     _add_model(pr)
@@ -191,6 +260,7 @@ def _add_predict(sub):
     pr.add_argument("--output", metavar="PATH", required=True,
                     help="where to write the predictions, a .npy file (written at exactly "
                          "this path) (required)")
+    _add_input_scale(pr)
     pr.add_argument("--proba", action="store_true",
                     help="write probabilities instead of class indices (default: off)")
     _add_threads(pr)
@@ -203,7 +273,10 @@ def _add_bench(sub):
         "Time one training epoch of 784-256-128-10 (ReLU, softmax, Adam) on synthetic data "
         "next to its GEMM floor: the same matrix products alone, through nnfast's BLAS. "
         "Prints the environment (versions, OpenBLAS variables, the BLAS kernel), then "
-        "seconds per epoch (medians) and nnfast / floor. Reruns itself without "
+        "seconds per epoch (medians) and nnfast / floor. Rows whose timings contradict "
+        "each other (nnfast faster than its floor, a floor that rises with the batch size, "
+        "widely spread epochs) are measured again, and reported on an 'unreliable: the "
+        "machine was busy' line if they stay so. Reruns itself without "
         "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which force slower kernels (set "
         "NNFAST_BENCH_KEEP_ENV=1 to keep them). For the full comparison with pure NumPy, "
         "PyTorch and JAX on Fashion-MNIST, run `python -m bench` in a source checkout.",
@@ -232,6 +305,8 @@ def build_parser():
                "  nnfast predict --model model.npz --input x.npy --output y.npy\n"
                "  nnfast bench\n\n`nnfast COMMAND --help` describes each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nnfast {__version__}",
+                        help="print nnfast's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)
@@ -243,25 +318,78 @@ def build_parser():
 
 # ------------------------------------------------------------------ shared helpers
 
-def _load_data(data_dir, raw=False):
-    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package.
-    IDX images as float32 in [0, 1] (with `raw`, uint8 pixels); .npy files as stored,
-    left on disk (np.memmap)."""
+def _load_data(data_dir):
+    """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package, with
+    the samples as stored: IDX images as their uint8 pixels, .npy files left on disk
+    (np.memmap) when nnfast reads their dtype in place (uint8, float32, float64), read
+    into memory otherwise (int64, float16, ...: converted once, as `predict` does). The
+    network scales them (its input_scale). Labels: int64, integers >= 0 (checked)."""
     if data_dir is not None:                   # an explicit directory is the only place looked
         if os.path.isfile(os.path.join(data_dir, datasets.NPY_FILES[0])):
-            return datasets.load_npy_dir(data_dir)
-        return datasets.load_mnist_format([data_dir], raw=raw)
+            parts = datasets.load_npy_dir(data_dir)
+            return tuple((_readable(X), y) for X, y in parts)
+        return datasets.load_mnist_format([data_dir], raw=True)
     dirs = [d for d in (os.environ.get("NNFAST_DATA"),) if d] + list(datasets.DEFAULT_DIRS)
-    return datasets.load_mnist_format(dirs, raw=raw)
+    return datasets.load_mnist_format(dirs, raw=True)
 
 
-def model_input(net, X):
-    """X as `net` expects it: uint8 pixels go in as they are to a network that scales its
-    inputs (input_scale != 1, as `train` makes them), else as pixel / 255; other dtypes
-    as they are."""
-    if X.dtype == np.uint8 and net.input_scale == 1:
-        return np.divide(X, np.float32(255), dtype=np.float32)      # as nnfast.datasets
-    return X
+def _readable(X):
+    """A memmap as it is when nnfast reads its dtype in place, else its data in memory."""
+    if X.dtype.name in _validate.STREAM_DTYPES:
+        return X
+    return np.array(X)
+
+
+def _few(values, limit=10):
+    """Up to `limit` integers, comma-separated, then "..." for the rest."""
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _n_classes(y, y_test):
+    """K, for training labels that are the integers 0..K-1, each of them present (test
+    labels may miss some, not go beyond); CommandError naming the missing classes, the
+    values found and the fix otherwise."""
+    found = np.unique(y)
+    k = int(max(found[-1], y_test.max())) + 1
+    missing = np.setdiff1d(np.arange(k), found)
+    if missing.size:
+        raise CommandError(
+            f"the class labels must be the integers 0..K-1 with every class in the training "
+            f"labels; the training labels hold {found.size} distinct values "
+            f"({_few(found)}), so classes {_few(missing)} of 0..{k - 1} have no training "
+            f"sample. Relabel them 0..{found.size - 1}, e.g. with np.unique(y_train, "
+            "return_inverse=True)[1], and the test labels with the same mapping")
+    return k
+
+
+def _scale_inputs(net, X, scale, command):
+    """Apply --input-scale: `net` multiplies its inputs by `scale` too (the data stay as
+    they are, read in place). Notes on stderr when uint8 samples meet a network that
+    takes them unscaled (input_scale 1) and no --input-scale was given."""
+    if scale is not None:
+        net.input_scale *= scale
+    elif X.dtype == np.uint8 and net.input_scale == 1:
+        print(f"nnfast {command}: note: uint8 samples go into the model unscaled (its "
+              f"input_scale is 1); if it was trained on [0, 1] inputs, pass --input-scale "
+              f"{1 / 255!r}", file=sys.stderr)
+
+
+def _default_scale(X):
+    """train's input_scale without --input-scale: 1/255 for uint8 data, else 1."""
+    return 1 / 255 if X.dtype == np.uint8 else 1.0
+
+
+def _uint8_range_note(X, scale):
+    """A note when uint8 training data, scaled by the default 1/255, stay far below 1
+    (e.g. 0..16 digit intensities): judged on the first rows only (data may be on disk)."""
+    if X.dtype != np.uint8 or X.shape[0] == 0:
+        return None
+    top = int(X[:RANGE_SAMPLE_ROWS].max())
+    if top >= 64 or top == 0:
+        return None
+    return (f"note: the uint8 training samples go up to {top}, so input_scale 1/255 puts "
+            f"them in [0, {top / 255:.3g}]; for [0, 1] pass --input-scale 1/{top}")
 
 
 def _mpi_world():
@@ -286,14 +414,18 @@ def _check_plot(path):
         plots.require_matplotlib()
     except ImportError:
         raise CommandError(f"--plot needs matplotlib: {plots.INSTALL_HINT}") from None
-    plots.check_output_path(path)
+    try:
+        plots.check_output_path(path)
+    except ValueError as exc:
+        raise CommandError(f"--plot: {exc}") from None
 
 
-def _check_folder(path):
-    """Before any long work: the folder of `path` exists."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CommandError(f"cannot write {path}: folder {folder} does not exist")
+def _check_output(path, option):
+    """Before any long work: a file can be written at `path` (given with `option`)."""
+    try:
+        _validate.check_output_file(path)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}") from None
 
 
 def _load_model(path):
@@ -339,10 +471,19 @@ class _EpochLog(Callback):
         return False
 
 
+def _check_optimizer_options(args):
+    """Options of one optimizer given with the other: refused, not ignored."""
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise CommandError(f"--momentum applies to --optimizer sgd only; {args.optimizer} "
+                           "has no momentum option (drop --momentum, or add --optimizer "
+                           "sgd)")
+
+
 def _optimizer(args):
     if args.optimizer == "adam":
         return Adam(lr=args.lr or 1e-3, weight_decay=args.weight_decay)
-    return SGD(lr=args.lr or 0.05, momentum=args.momentum, nesterov=False,
+    momentum = 0.9 if args.momentum is None else args.momentum
+    return SGD(lr=args.lr or 0.05, momentum=momentum, nesterov=False,
                weight_decay=args.weight_decay)
 
 
@@ -350,19 +491,20 @@ def _train(args):
     comm = _mpi_world()
     lead = comm is None or comm.Get_rank() == 0   # under mpiexec rank 0 alone talks and writes
     quiet = args.quiet or not lead
+    _check_optimizer_options(args)
     _check_plot(args.plot if lead else None)
     if args.save and lead:
-        _check_folder(args.save)
+        _check_output(args.save, "--save")
     (X, y), (Xt, yt) = _load_data(args.data)
     if args.threads:
         set_num_threads(args.threads)
     elif comm is not None:                      # the ranks of a host share its cores
         set_num_threads(DataParallel(comm).threads(os.cpu_count() or 1))
-    n_classes = int(max(y.max(), yt.max())) + 1
+    n_classes = _n_classes(y, yt)
     sizes = [X.shape[1], *args.hidden, n_classes]
+    scale = _default_scale(X) if args.input_scale is None else args.input_scale
     net = Network(sizes, hidden=args.activation, output="softmax", dtype=args.dtype,
-                  seed=args.seed, dropout=args.dropout,
-                  input_scale=1 / 255 if X.dtype == np.uint8 else 1.0)
+                  seed=args.seed, dropout=args.dropout, input_scale=scale)
     opt = _optimizer(args)
     if not quiet:
         ranks = f", {comm.Get_size()} MPI ranks" if comm is not None else ""
@@ -372,6 +514,9 @@ def _train(args):
         if forced:
             print(f"note: {' '.join(forced)} set: OpenBLAS then uses those (possibly "
                   "slower) kernels; unset it for the CPU's own", flush=True)
+        note = _uint8_range_note(X, scale) if args.input_scale is None else None
+        if note:
+            print(note, flush=True)
     Xt = net._inputs(Xt, "X_test")
     Yt = net._Y(yt, Xt.shape[0], "y_test")
     monitor = "val_loss" if args.validation_split else "loss"
@@ -425,7 +570,7 @@ def format_confusion(counts):
 def _evaluate(args):
     _check_plot(args.plot)
     net = _load_model(args.model)
-    _, (Xt, yt) = _load_data(args.data, raw=True)
+    _, (Xt, yt) = _load_data(args.data)
     if Xt.shape[1] != net.sizes[0]:
         raise CommandError(f"{args.model} expects {net.sizes[0]} features per sample, the "
                            f"test images have {Xt.shape[1]}")
@@ -434,7 +579,7 @@ def _evaluate(args):
                            f"up to {int(yt.max())}")
     if args.threads:
         set_num_threads(args.threads)
-    Xt = model_input(net, Xt)
+    _scale_inputs(net, Xt, args.input_scale, "evaluate")
     scores = net.evaluate(Xt, yt)
     counts = plots.confusion_matrix(yt, net.predict(Xt), net.sizes[-1])
     print(f"model {_describe(net)} on {Xt.shape[0]} test samples")
@@ -451,30 +596,33 @@ def _evaluate(args):
 # ------------------------------------------------------------------ predict
 
 def read_samples(path, n_features):
-    """Samples from a .npy file as (n, n_features): 3-D images are flattened, uint8 is
-    scaled by 1/255. CommandError naming the file for anything else."""
+    """Samples from a .npy file as (n, n_features), values as stored: samples of more
+    dimensions (images) are flattened, as the API does; n may be 0. CommandError naming
+    the file for anything else."""
     try:
         X = np.load(os.fspath(path), allow_pickle=False)
     except OSError:                 # missing or unreadable: the OS's message names it
         raise
     except Exception as exc:        # not .npy, damaged, pickled objects, ...
-        raise CommandError(f"{path} is not a readable .npy file: {exc}") from None
+        raise CommandError(f"{path} is not a readable .npy file: "
+                           f"{_validate.npy_problem(exc)}") from None
     if not isinstance(X, np.ndarray):
         X.close()
         raise CommandError(f"{path} is an .npz archive; expected one array in a .npy file")
-    if X.ndim == 3:
-        X = X.reshape(X.shape[0], -1)
-    if X.ndim != 2 or X.shape[1] != n_features or X.shape[0] == 0:
+    if X.ndim > 2 and math.prod(X.shape[1:]) == n_features:
+        X = X.reshape(X.shape[0], n_features)
+    if X.ndim != 2 or X.shape[1] != n_features:
         raise CommandError(f"{path} holds an array of shape {X.shape}; the model expects "
-                           f"(n, {n_features}) or (n, rows, cols) with rows * cols = "
-                           f"{n_features}, n >= 1")
+                           f"(n, {n_features}) or images (n, rows, cols, ...) of "
+                           f"{n_features} values each")
     return X
 
 
 def _predict(args):
+    _check_output(args.output, "--output")
     net = _load_model(args.model)
-    X = model_input(net, read_samples(args.input, net.sizes[0]))
-    _check_folder(args.output)
+    X = read_samples(args.input, net.sizes[0])
+    _scale_inputs(net, X, args.input_scale, "predict")
     if args.threads:
         set_num_threads(args.threads)
     if args.proba:

@@ -78,6 +78,39 @@ def _read_idx(f, path):
     return shape, dtype, expected, chunks, got
 
 
+def class_labels(y, name="y"):
+    """Class labels as int64: integers, or floats of integral value, all >= 0.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+    name : str, names the labels in errors (a file name)
+
+    Returns
+    -------
+    ndarray of int64 of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError naming the first label that is not an integer >= 0 (2.5, nan, -1) and
+    its position; TypeError for non-numeric labels.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{name}: class labels must be integers >= 0, got {y[i].item()!r} "
+                             f"(label {i})")
+    if y.size and y.min() < 0:
+        i = int(np.argmin(y))
+        raise ValueError(f"{name}: class labels must be integers >= 0, got {y[i].item()!r} "
+                         f"(label {i})")
+    return y.astype(np.int64)
+
+
 def _find(name, dirs):
     for d in dirs:
         for candidate in (os.path.join(d, name + ".gz"), os.path.join(d, name)):
@@ -114,7 +147,7 @@ def load_mnist_format(dirs, raw=False):
         if not raw:
             X = X.astype(np.float32)
             X /= 255.0
-        out.append((X, labels.astype(np.int64)))
+        out.append((X, class_labels(labels, found[f"{part}_labels"])))
     return tuple(out)
 
 
@@ -139,7 +172,8 @@ def load_npy_dir(root):
     The X files are opened with mmap_mode="r" and stay on disk: pass them to `fit` and
     `predict` as they are, which read them a mini-batch at a time (uint8 images with
     ``Network(..., input_scale=1/255)``). X of shape (n, ...) (images are flattened),
-    uint8, float32 or float64; y integer labels (n,), read into memory.
+    uint8, float32 or float64; y class labels (n,), integers (or integral floats) >= 0,
+    read into memory as int64 (`class_labels`).
     """
     root = os.fspath(root)
     missing = [f for f in NPY_FILES if not os.path.isfile(os.path.join(root, f))]
@@ -154,10 +188,8 @@ def load_npy_dir(root):
         if X.ndim < 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
             raise ValueError(f"{root}: x_{part}.npy must hold samples (n, ...) and "
                              f"y_{part}.npy labels (n,), got {X.shape} and {y.shape}")
-        if y.dtype.kind not in "iu" or y.min() < 0:
-            raise ValueError(f"{root}: y_{part}.npy must hold integer class labels >= 0, "
-                             f"got {y.dtype}")
+        y = class_labels(y, os.path.join(root, f"y_{part}.npy"))
         if not X.flags.c_contiguous:
             raise ValueError(f"{root}: x_{part}.npy is not C-contiguous")
-        out.append((X.reshape(X.shape[0], -1), y.astype(np.int64)))
+        out.append((X.reshape(X.shape[0], -1), y))
     return tuple(out)

@@ -142,8 +142,9 @@ class Network:
         layer; default 0: none): each activation is zeroed with probability p and the
         others scaled by 1 / (1 - p), so prediction (which never drops) needs no rescaling.
     input_scale : float > 0
-        Every input is multiplied by this as the network reads it (training and
-        prediction alike), e.g. 1/255 for raw uint8 images; saved with the model.
+        Every input, whatever its dtype, is multiplied by this as the network reads it
+        (training and prediction alike), e.g. 1/255 for raw uint8 images; saved with the
+        model. Nothing else scales inputs: uint8 arrays go in as 0..255 times this.
 
     Notes
     -----
@@ -285,8 +286,16 @@ class Network:
         """List of (W, b) per layer: views into the network's flat storage."""
         return list(zip(self.coefs, self.intercepts))
 
-    def summary(self):
-        """A table of the layers: shapes, activations, parameter counts (also returned)."""
+    def summary(self, print_fn=print):
+        """Print a table of the layers: shapes, activations, parameter counts.
+
+        Returns None, as Keras' ``Model.summary`` does (so a REPL shows the table once).
+
+        Parameters
+        ----------
+        print_fn : callable, called once per line of the table (default: print); e.g.
+            ``lines = []; net.summary(lines.append)`` to keep the text
+        """
         rows = [("layer", "weights", "bias", "activation", "parameters")]
         for l, (W, b) in enumerate(self.params):
             act = self._layer_activation(l)
@@ -303,9 +312,8 @@ class Network:
                      f"{f', inputs x {self.input_scale:g}' if self.input_scale != 1 else ''}"
                      "); loss: "
                      f"{dict(softmax='softmax cross-entropy', sigmoid='binary cross-entropy', linear='squared error')[self.output]}")
-        text = "\n".join(lines)
-        print(text)
-        return text
+        for line in lines:
+            print_fn(line)
 
     def __repr__(self):
         drop = f", dropout={list(self.dropout)!r}" if any(self.dropout) else ""
@@ -316,15 +324,16 @@ class Network:
 
     # ------------------------------------------------------------ input checks
 
-    def _X(self, X, name="X"):
-        return _validate.features(X, self.sizes[0], self.dtype, name)
+    def _X(self, X, name="X", allow_empty=False):
+        return _validate.features(X, self.sizes[0], self.dtype, name, allow_empty)
 
-    def _inputs(self, X, name="X"):
+    def _inputs(self, X, name="X", allow_empty=False):
         """X checked, as (n, n_features) to read from: files (.npy paths, np.memmap) and
         uint8 arrays as they are, converted a mini-batch or chunk at a time; anything
-        else converted once (`_X`)."""
-        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name)
-        return self._X(X, name) if src is None else src
+        else converted once (`_X`). No samples only with `allow_empty` (prediction)."""
+        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name,
+                               allow_empty)
+        return self._X(X, name, allow_empty) if src is None else src
 
     def _targets(self, y, n, name="y"):
         if isinstance(y, (str, os.PathLike)):
@@ -340,6 +349,8 @@ class Network:
         """out (n, n_out) := the network on X (checked), last layer with `last_code`.
         Runs in chunks with buffers of this call only (safe from several threads)."""
         n = X.shape[0]
+        if n == 0:                              # no samples: nothing to compute
+            return out
         rows = min(n, PREDICT_CHUNK)
         bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
         codes = self._hidden_codes + [last_code]
@@ -364,13 +375,13 @@ class Network:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features); n_samples may be 0
 
         Returns
         -------
         ndarray of shape (n_samples, n_out), the network's dtype
         """
-        X = self._inputs(X)
+        X = self._inputs(X, allow_empty=True)
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         return self._forward_into(out, X, self._output_code)
 
@@ -388,9 +399,10 @@ class Network:
         -------
         softmax: int64 class index, shape (n_samples,). sigmoid: 0/1 int64, shape
         (n_samples,) for one output unit, else (n_samples, n_out). linear: values, shape
-        (n_samples,) for one output unit, else (n_samples, n_out).
+        (n_samples,) for one output unit, else (n_samples, n_out). No samples give an
+        empty result of these shapes.
         """
-        X = self._inputs(X)
+        X = self._inputs(X, allow_empty=True)
         code = self._output_code if self.output == "linear" else K.ACT_LINEAR
         out = self._forward_into(np.empty((X.shape[0], self.sizes[-1]), self.dtype), X, code)
         if self.output == "softmax":                  # decided on logits, as evaluate does
@@ -553,9 +565,9 @@ class Network:
             Print one line per epoch (loss, accuracy, validation loss and accuracy,
             seconds) and, when stdout is a terminal, a progress bar over its mini-batches
             with the running loss.
-        validation_split : float in (0, 1), optional
+        validation_split : float in [0, 1), optional
             Hold out this fraction of the samples (the last ones, as Keras does) for
-            validation instead of `validation_data`.
+            validation instead of `validation_data`; 0 (or None) holds out none.
         callbacks : sequence of callbacks (nnfast.callbacks, nnfast.schedules), optional
             Called when training begins, before and after every epoch, and when it ends
             (nnfast.callbacks); one returning True from on_epoch_end stops training.
@@ -627,13 +639,15 @@ class Network:
         Y = self._targets(y, n)
         W = _validate.sample_weights(sample_weight, n, self.dtype)
         val = None
+        if _is_number(validation_split) and validation_split == 0:
+            validation_split = None                 # 0: no validation, as in Keras
         if validation_split is not None:
             if validation_data is not None:
                 raise ValueError("fit: give validation_data or validation_split, not both")
             if (isinstance(validation_split, bool) or not isinstance(validation_split, float)
                     or not 0 < validation_split < 1):
-                raise ValueError(f"fit: validation_split must be a float in (0, 1), got "
-                                 f"{validation_split!r}")
+                raise ValueError(f"fit: validation_split must be a float in [0, 1) (0: no "
+                                 f"validation), got {validation_split!r}")
             n_val = int(round(n * validation_split))
             if not 1 <= n_val < n:
                 raise ValueError(f"fit: validation_split {validation_split} of {n} samples "
@@ -899,19 +913,24 @@ def load(path):
 
     Raises
     ------
+    FileNotFoundError if nothing exists at `path`.
     ValueError if the file is not an nnfast model or is inconsistent.
     """
+    _validate.check_exists(path, "a model file written by Network.save", "load")
     try:
         f = np.load(os.fspath(path), allow_pickle=False)
-    except Exception as exc:        # missing, unreadable, not .npy/.npz, damaged zip, ...
-        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+    except Exception:               # unreadable, not .npy/.npz, damaged zip, pickle, ...
+        raise ValueError(f"load: {path!s} is not an nnfast model file (not a readable .npz "
+                         "archive: another kind of file, or a damaged or truncated "
+                         "one)") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"load: {path!s} is a single array, not an nnfast model (.npz)")
     try:
         with f:
             data = {k: f[k] for k in f.files}
     except Exception as exc:        # truncated or damaged members, pickled objects, ...
-        raise ValueError(f"load: {path!s} is not a readable nnfast model file: {exc}") from None
+        raise ValueError(f"load: {path!s} is not an nnfast model file (an .npz archive "
+                         f"whose arrays cannot be read: {_validate.npy_problem(exc)})") from None
     need = {"format", "version", "checksum", "sizes", "hidden", "output", "dtype", "params"}
     if ("format" not in data or data["format"].shape != () or str(data["format"]) != FORMAT):
         raise ValueError(f"load: {path!s} is not an nnfast model file (no format "

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from ._validate import check_output_file
+
 INSTALL_HINT = "pip install nnfast[plot]"
 
 
@@ -32,17 +34,21 @@ def require_matplotlib():
     return Figure, FigureCanvasAgg
 
 
+def picture_format(path):
+    """The format a picture at `path` is written in: its extension, else "png"."""
+    return os.path.splitext(os.fspath(path))[1].lower().lstrip(".") or "png"
+
+
 def check_output_path(path):
-    """ValueError unless `path` can take a picture: its folder exists and its extension
-    (if any) is a format matplotlib writes. Call before long work that ends in a plot."""
+    """ValueError unless `path` can take a picture: a file can be written there (not a
+    directory, its folder exists and is writable) and its extension (if any) is a format
+    matplotlib writes. Call before long work that ends in a plot."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {path}: folder {folder} does not exist")
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    check_output_file(path)
+    ext = picture_format(path)
     _, canvas = require_matplotlib()
     formats = canvas.get_supported_filetypes()
-    if ext and ext not in formats:
+    if ext not in formats:
         raise ValueError(f"cannot write {path}: unknown picture format {ext!r}; use one of "
                          f"{', '.join(sorted(formats))}")
 
@@ -73,8 +79,10 @@ def confusion_matrix(y_true, y_pred, n_classes):
 
 
 def _save(fig, canvas_class, path):
+    """Write `fig` at exactly `path`: without an explicit format, matplotlib would
+    append ".png" to a name that has no extension."""
     canvas_class(fig)                      # Agg renders the figure; no pyplot, no display
-    fig.savefig(os.fspath(path))
+    fig.savefig(os.fspath(path), format=picture_format(path))
 
 
 def plot_training_curves(path, history, test_loss=None, test_accuracy=None, title=None):
@@ -85,7 +93,8 @@ def plot_training_curves(path, history, test_loss=None, test_accuracy=None, titl
 
     Parameters
     ----------
-    path : str or os.PathLike; the format follows the extension (.png, .svg, .pdf, ...)
+    path : str or os.PathLike, written as given; the format follows the extension
+        (.png, .svg, .pdf, ...), PNG without one
     history : nnfast.History (``loss``, ``val_loss``, ``val_accuracy``)
     test_loss, test_accuracy : sequence of float, one per epoch, optional
     title : str, optional
@@ -131,7 +140,8 @@ def plot_confusion_matrix(path, counts, title=None):
 
     Parameters
     ----------
-    path : str or os.PathLike; the format follows the extension (.png, .svg, .pdf, ...)
+    path : str or os.PathLike, written as given; the format follows the extension
+        (.png, .svg, .pdf, ...), PNG without one
     counts : array-like of int of shape (n_classes, n_classes), rows true, columns predicted
     title : str, optional
     """

@@ -55,7 +55,8 @@ def test_train_saves_a_model_that_predicts(tiny_data, tmp_path, capsys):
     assert float(final.split()[2]) > 0.9
     net = nf.load(model)
     assert net.sizes == (16, 8, 3)
-    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    assert net.input_scale == pytest.approx(1 / 255)         # trained on the uint8 pixels
+    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data], raw=True)
     assert net.evaluate(Xt, yt)["accuracy"] == pytest.approx(float(final.split()[2]))
 
 
@@ -175,7 +176,7 @@ def test_evaluate_prints_loss_accuracy_and_the_confusion_matrix(tiny_data, train
     out = capsys.readouterr().out
     assert rc == 0
     net = nf.load(trained)
-    _, (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    _, (Xt, yt) = nf.datasets.load_mnist_format([tiny_data], raw=True)
     pred = net.predict(Xt)
     expected = np.zeros((3, 3), np.int64)
     np.add.at(expected, (yt, pred), 1)
@@ -366,7 +367,7 @@ def _images(tiny_data):
 def test_predict_classes_and_probabilities(tiny_data, trained, tmp_path, capsys):
     net = nf.load(trained)
     images = _images(tiny_data)
-    X = images.reshape(len(images), -1).astype(np.float32) / 255
+    X = images.reshape(len(images), -1).astype(np.float32)     # the same values as floats
     np.save(tmp_path / "images.npy", images)                    # 3-D uint8
     np.save(tmp_path / "X.npy", X)                              # 2-D float32
     for name in ("images.npy", "X.npy"):
@@ -389,14 +390,14 @@ def test_predict_classes_and_probabilities(tiny_data, trained, tmp_path, capsys)
 
 @pytest.mark.parametrize("case, words", [
     ("1-D", ["shape (16,)"]), ("features", ["shape (5, 7)", "16"]),
-    ("4-D", ["shape (2, 1, 4, 4)"]), ("empty", ["shape (0, 16)"]),
+    ("4-D", ["shape (2, 1, 4, 5)"]),
     ("objects", ["not a readable .npy"]), ("text", ["not a readable .npy"]),
     ("npz", [".npz archive"]), ("missing", ["absent.npy"]),
     ("strings", ["dtype"]), ("nan", ["NaN"])])
 def test_predict_bad_input(trained, tmp_path, capsys, case, words):
     path = tmp_path / ("absent.npy" if case == "missing" else "x.npy")
     arrays = {"1-D": np.zeros(16), "features": np.zeros((5, 7)),
-              "4-D": np.zeros((2, 1, 4, 4), np.uint8), "empty": np.zeros((0, 16)),
+              "4-D": np.zeros((2, 1, 4, 5), np.uint8),
               "strings": np.array([["a"] * 16]), "nan": np.full((2, 16), np.nan)}
     if case in arrays:
         np.save(path, arrays[case])
@@ -557,3 +558,347 @@ def test_train_under_mpiexec_prints_and_saves_on_rank_0_only(tiny_data, tmp_path
     assert sum("test_accuracy" in line for line in lines) == 3        # one line per epoch
     assert float([l for l in lines if l.startswith("test accuracy")][0].split()[2]) > 0.9
     assert nf.load(model).sizes == (16, 8, 3)
+
+
+# ------------------------------------------------------------------ version
+
+def test_version_option_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"nnfast {nf.__version__}\n"
+
+
+def test_version_has_one_source():
+    """pyproject.toml reads the version from nnfast/__init__.py; the installed metadata
+    agrees with nf.__version__."""
+    from importlib.metadata import version
+    tomllib = pytest.importorskip("tomllib")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" not in project["project"]
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nnfast.__version__"}
+    assert version("nnfast") == nf.__version__
+    assert nf.__version__.count(".") >= 1 and "__version__" in nf.__all__
+
+
+# ------------------------------------------------------------------ output paths
+
+def _bad_target(tmp_path, kind, name):
+    """A path where no file `name` can be written, of the given kind."""
+    if kind == "directory":
+        (tmp_path / "adir").mkdir()
+        return tmp_path / "adir"
+    if kind == "missing folder":
+        return tmp_path / "nowhere" / name
+    if kind == "under a file":                       # the folder is a regular file
+        (tmp_path / "somefile").write_text("x")
+        return tmp_path / "somefile" / name
+    folder = tmp_path / "locked"                     # "unwritable folder"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder / name
+
+
+TARGET_KINDS = ["directory", "missing folder", "under a file", "unwritable folder"]
+TARGET_WORDS = {"directory": "is a directory", "missing folder": "does not exist",
+                "under a file": "is a file, not a folder",
+                "unwritable folder": "cannot create files"}
+
+
+def _skip_if_root(kind):
+    if kind == "unwritable folder" and os.geteuid() == 0:
+        pytest.skip("root writes into a folder of mode 0500; 'under a file' covers a "
+                    "folder that cannot take the file")
+
+
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_train_output_targets_are_checked_before_training(tiny_data, tmp_path, capsys,
+                                                           option, kind):
+    _skip_if_root(kind)
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    target = _bad_target(tmp_path, kind, "out.png" if option == "--plot" else "m.npz")
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", option, str(target)])
+    line = _one_line_error(capsys, rc, option, TARGET_WORDS[kind])
+    assert str(target) in line
+    assert capsys.readouterr().out == ""                       # nothing trained
+
+
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+def test_evaluate_and_predict_targets_are_checked_first(tiny_data, trained, tmp_path, capsys,
+                                                         kind):
+    _skip_if_root(kind)
+    pytest.importorskip("matplotlib")
+    target = _bad_target(tmp_path, kind, "p.png")
+    rc = main(["evaluate", "--model", str(trained), "--data", str(tiny_data),
+               "--plot", str(target)])
+    _one_line_error(capsys, rc, "--plot", TARGET_WORDS[kind])
+    assert capsys.readouterr().out == ""
+    np.save(tmp_path / "x.npy", np.zeros((2, 16), np.float32))
+    rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / "x.npy"),
+               "--output", str(target)])
+    _one_line_error(capsys, rc, "--output", TARGET_WORDS[kind])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_plot_is_written_at_exactly_the_printed_name(tiny_data, trained, tmp_path, capsys,
+                                                     command):
+    """matplotlib alone would write "curves.png" for "curves"; the picture is written at
+    the name given, as PNG, and that name is printed."""
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "curves"
+    args = {"train": ["--epochs", "1", "--hidden", "4"],
+            "evaluate": ["--model", str(trained)]}[command]
+    rc = main([command, *args, "--data", str(tiny_data), "--plot", str(target)])
+    assert rc == 0
+    assert f"plotted to {target}\n" in capsys.readouterr().out
+    assert not (tmp_path / "curves.png").exists()
+    _assert_png(target)
+
+
+# ------------------------------------------------------------------ input scaling
+
+@pytest.fixture
+def digits_npy(tmp_path):
+    """uint8 .npy data of intensities 0..16 (like scikit-learn's digits): 3 classes."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for part, n in (("train", 300), ("test", 90)):
+        y = np.arange(n) % 3
+        X = rng.integers(0, 4, (n, 16)).astype(np.uint8)
+        for k in range(3):
+            X[y == k, 4 * k:4 * k + 4] = 16
+        np.save(folder / f"x_{part}.npy", X)
+        np.save(folder / f"y_{part}.npy", y)
+    return folder
+
+
+@pytest.mark.parametrize("given, expected", [(None, 1 / 255), ("1/16", 1 / 16),
+                                             ("0.0625", 0.0625), ("1", 1.0)])
+def test_train_input_scale_is_recorded_in_the_model(digits_npy, tmp_path, capsys, given,
+                                                    expected):
+    model = tmp_path / "m.npz"
+    scale = [] if given is None else ["--input-scale", given]
+    rc = main(["train", "--data", str(digits_npy), "--hidden", "8", "--epochs", "1",
+               "--save", str(model), *scale])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert nf.load(model).input_scale == pytest.approx(expected)
+    # the default 1/255 on data that go up to 16 only: a note saying how to fix it
+    assert ("--input-scale 1/16" in out) == (given is None)
+
+
+def test_train_float_data_default_input_scale_is_1(npy_data, tmp_path, capsys):
+    for name in ("x_train", "x_test"):
+        X = np.load(npy_data / f"{name}.npy")
+        np.save(npy_data / f"{name}.npy", X.astype(np.float32) / 255)
+    model = tmp_path / "f.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    assert nf.load(model).input_scale == 1.0
+
+
+def _unit_scale_model(tiny_data, tmp_path):
+    """A model trained through the API on [0, 1] floats (input_scale 1), and the data."""
+    (X, y), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    net = nf.Network([16, 8, 3], seed=0)
+    net.fit(X, y, epochs=5, batch_size=16, optimizer=nf.Adam(lr=0.01), verbose=False)
+    net.save(tmp_path / "unit.npz")
+    return tmp_path / "unit.npz", net
+
+
+def test_predict_scales_uint8_only_as_the_api_does(tiny_data, tmp_path, capsys):
+    """One rule: the model multiplies by its input_scale, nothing else; --input-scale S
+    multiplies by S first. uint8 meeting input_scale 1 without S: a note."""
+    model, net = _unit_scale_model(tiny_data, tmp_path)
+    images = _images(tiny_data)
+    np.save(tmp_path / "images.npy", images)
+    flat = images.reshape(len(images), -1)
+    args = ["predict", "--model", str(model), "--input", str(tmp_path / "images.npy"),
+            "--output", str(tmp_path / "p.npy"), "--proba"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    note = [line for line in captured.err.splitlines() if "note" in line]
+    assert len(note) == 1 and "--input-scale 0.00392156862745098" in note[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"),
+                                  nf.load(model).predict_proba(images))    # unscaled
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), net.predict_proba(flat),
+                               rtol=1e-6)
+    assert main(args + ["--input-scale", "0.00392156862745098"]) == 0
+    assert capsys.readouterr().err == ""
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"),
+                               net.predict_proba(flat.astype(np.float32) / 255), rtol=1e-5)
+
+
+def test_evaluate_input_scale(tiny_data, tmp_path, capsys):
+    model, net = _unit_scale_model(tiny_data, tmp_path)
+    (_, _), (Xt, yt) = nf.datasets.load_mnist_format([tiny_data])
+    want = net.evaluate(Xt, yt)
+    assert main(["evaluate", "--model", str(model), "--data", str(tiny_data),
+                 "--input-scale", "1/255"]) == 0
+    captured = capsys.readouterr()
+    assert "note" not in captured.err
+    assert f"test loss {want['loss']:.4f}  test accuracy {want['accuracy']:.4f}" in captured.out
+    assert main(["evaluate", "--model", str(model), "--data", str(tiny_data)]) == 0
+    assert "--input-scale 0.00392156862745098" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1/0", "x", "1/x"])
+def test_bad_input_scale(value, capsys):
+    for command in (["train"], ["predict", "--model", "m", "--input", "x", "--output", "y"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--input-scale", value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--input-scale" in err[0] and value in err[0]
+
+
+# ------------------------------------------------------------------ labels and dtypes
+
+def test_train_refuses_labels_that_are_not_0_to_k_minus_1(npy_data, capsys):
+    """Labels {3, 7, 42} would make a 43-class model: refused, naming what was found."""
+    for part in ("train", "test"):
+        y = np.load(npy_data / f"y_{part}.npy")
+        np.save(npy_data / f"y_{part}.npy", np.array([3, 7, 42])[y])
+    rc = main(["train", "--data", str(npy_data), "--epochs", "1"])
+    line = _one_line_error(capsys, rc, "0..K-1", "3 distinct values (3, 7, 42)",
+                           "classes 0, 1, 2, 4,", "np.unique")
+    assert "0..42" in line
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("labels, words", [
+    (lambda y: y.astype(np.float64) + 0.5 * (np.arange(len(y)) == 5), ["2.5", "label 5"]),
+    (lambda y: y - (np.arange(len(y)) == 6), ["-1", "label 6"]),         # y[6] is 0
+    (lambda y: np.where(np.arange(len(y)) == 1, np.nan, y), ["nan", "label 1"])])
+def test_bad_labels_are_refused_alike_in_train_and_evaluate(npy_data, trained, capsys,
+                                                            labels, words):
+    good = {p: np.load(npy_data / f"y_{p}.npy") for p in ("train", "test")}
+    for part, command in (("train", ["train", "--epochs", "1"]),
+                          ("test", ["evaluate", "--model", str(trained)])):
+        np.save(npy_data / f"y_{part}.npy", labels(good[part]))
+        rc = main([*command, "--data", str(npy_data)])
+        _one_line_error(capsys, rc, f"y_{part}.npy", "class labels must be integers >= 0",
+                        *words)
+        np.save(npy_data / f"y_{part}.npy", good[part])
+
+
+def test_integral_float_labels_are_labels(npy_data, tmp_path, capsys):
+    for part in ("train", "test"):
+        y = np.load(npy_data / f"y_{part}.npy")
+        np.save(npy_data / f"y_{part}.npy", y.astype(np.float32))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "1",
+                 "--quiet", "--save", str(model)]) == 0
+    assert nf.load(model).sizes[-1] == 3
+    assert main(["evaluate", "--model", str(model), "--data", str(npy_data)]) == 0
+
+
+def test_int64_features_work_in_train_evaluate_and_predict(npy_data, tmp_path, capsys):
+    """Features of a dtype not read in place (int64) are converted once, in every
+    command, as the API converts them."""
+    for part in ("train", "test"):
+        X = np.load(npy_data / f"x_{part}.npy")
+        np.save(npy_data / f"x_{part}.npy", X.astype(np.int64))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(npy_data), "--hidden", "8", "--epochs", "3",
+                 "--batch-size", "16", "--lr", "0.01", "--input-scale", "1/255", "--quiet",
+                 "--save", str(model)]) == 0
+    acc = float(capsys.readouterr().out.split()[2])
+    assert acc > 0.9
+    assert main(["evaluate", "--model", str(model), "--data", str(npy_data)]) == 0
+    assert f"test accuracy {acc:.4f}" in capsys.readouterr().out
+    assert main(["predict", "--model", str(model), "--input", str(npy_data / "x_test.npy"),
+                 "--output", str(tmp_path / "p.npy")]) == 0
+    X = np.load(npy_data / "x_test.npy").reshape(90, -1)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), nf.load(model).predict(X))
+
+
+def test_class_labels_helper():
+    from nnfast.datasets import class_labels
+    np.testing.assert_array_equal(class_labels(np.array([0.0, 2.0, 1.0])), [0, 2, 1])
+    assert class_labels(np.array([1, 0], np.uint8)).dtype == np.int64
+    for bad, value in (([0, 2.5], "2.5"), ([0, -3], "-3"), ([np.inf, 1], "inf")):
+        with pytest.raises(ValueError, match=f"got {value}"):
+            class_labels(np.array(bad), "labels")
+    with pytest.raises(TypeError, match="dtype"):
+        class_labels(np.array(["a"]))
+
+
+# ------------------------------------------------------------------ argument checks
+
+def _usage_error(capsys, args, *words):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    for w in words:
+        assert w in err[0], err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("value", ["64,,32", ",64", "64,", ","])
+def test_empty_entries_in_a_size_list_are_refused(value, capsys):
+    _usage_error(capsys, ["train", "--hidden", value], "--hidden", "empty entries",
+                 repr(value))
+    _usage_error(capsys, ["bench", "--batch", value], "--batch", "empty entries")
+
+
+def test_momentum_with_adam_is_refused(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--momentum", "0.5"])
+    _one_line_error(capsys, rc, "--momentum applies to --optimizer sgd")
+    assert capsys.readouterr().out == ""
+    rc = main(["train", "--data", str(tiny_data), "--epochs", "1", "--quiet",
+               "--optimizer", "sgd", "--momentum", "0.5"])
+    assert rc == 0
+
+
+def test_threads_beyond_the_cpus_of_this_process_are_refused(capsys):
+    cpus = len(os.sched_getaffinity(0))
+    for command in ("train", "evaluate", "predict", "bench"):
+        _usage_error(capsys, [command, "--threads", str(cpus + 1)], "--threads",
+                     f"at most {cpus}", "sched_getaffinity")
+    _usage_error(capsys, ["train", "--threads", "999"], "at most")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--epochs", "x"], ["expected a positive integer, got 'x'"]),
+    (["train", "--epochs", "0"], ["expected a positive integer, got '0'"]),
+    (["train", "--lr", "fast"], ["expected a positive number, got 'fast'"]),
+    (["train", "--lr", "inf"], ["expected a positive number"]),
+    (["train", "--seed", "-1"], ["expected a non-negative integer"]),
+    (["train", "--weight-decay", "-0.1"], ["expected a non-negative number"]),
+    (["train", "--momentum", "1.5"], ["expected a number in [0, 1)"]),
+    (["train", "--threads", "two"], ["expected a positive integer"])])
+def test_number_messages_say_integer_or_number(args, words, capsys):
+    line = _usage_error(capsys, args, *words)
+    assert "a int" not in line and "a float" not in line
+
+
+def test_validation_split_0_trains_without_validation(tiny_data, capsys):
+    rc = main(["train", "--data", str(tiny_data), "--hidden", "4", "--epochs", "1",
+               "--validation-split", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "val_loss" not in out and "test_accuracy" in out
+
+
+@pytest.mark.parametrize("shape", [(0, 16), (0, 4, 4), (3, 1, 4, 4)])
+def test_predict_empty_and_4d_samples_follow_the_api(trained, tmp_path, capsys, shape):
+    """No samples write an empty result; (n, 1, 4, 4) images are flattened like (n, 4, 4)."""
+    X = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    np.save(tmp_path / "x.npy", X)
+    for proba, out_shape in ((False, shape[:1]), (True, (shape[0], 3))):
+        rc = main(["predict", "--model", str(trained), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "p.npy")] + (["--proba"] if proba else []))
+        assert rc == 0
+        assert f"predicted {shape[0]} samples" in capsys.readouterr().out
+        got = np.load(tmp_path / "p.npy")
+        want = (nf.load(trained).predict_proba if proba else nf.load(trained).predict)(X)
+        assert got.shape == out_shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

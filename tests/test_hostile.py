@@ -178,16 +178,19 @@ CASES = [
     ("threads_zero", "nf.set_num_threads(0)", ValueError, r"n must be in \[1, 4096\], got 0"),
     ("threads_string", "nf.set_num_threads('2')", TypeError, r"n must be an int >= 1, got str"),
     # load
-    ("load_missing", "nf.load(os.path.join(tmp, 'nothing.npz'))", ValueError,
-     r"nothing.npz is not a readable nnfast model file"),
+    ("load_missing", "nf.load(os.path.join(tmp, 'nothing.npz'))", FileNotFoundError,
+     r"nothing.npz does not exist"),
     ("load_npy", "np.save(os.path.join(tmp, 'a.npy'), np.zeros(3)); "
      "nf.load(os.path.join(tmp, 'a.npy'))", ValueError, r"a single array, not an nnfast model"),
     ("load_garbage", "nf.load(write('g.npz', b'PK' + bytes(100)))", ValueError,
-     r"not a readable nnfast model file"),
+     r"g.npz is not an nnfast model file"),
     ("load_truncated", "nf.load(write('t.npz', open(model, 'rb').read()[:300]))", ValueError,
-     r"not a readable nnfast model file"),
+     r"t.npz is not an nnfast model file"),
     ("load_pickle", "np.savez(os.path.join(tmp, 'p.npz'), params=np.array([print], object)); "
-     "nf.load(os.path.join(tmp, 'p.npz'))", ValueError, r"p.npz"),
+     "nf.load(os.path.join(tmp, 'p.npz'))", ValueError,
+     r"p.npz is not an nnfast model file \(.*pickled data(?!.*allow_pickle)"),
+    ("load_text", "nf.load(write('text.npz', b'hello, not a model'))", ValueError,
+     r"text.npz is not an nnfast model file \(not a readable .npz archive[^=]*\)$"),
     # load_idx
     ("idx_magic", "datasets.load_idx(write('m.idx', b'\\x01\\x00\\x08\\x01' + bytes(8)))",
      ValueError, r"is not an IDX file \(bad magic number"),
@@ -201,7 +204,7 @@ CASES = [
     ("cli_data_missing", "cli_run(['train', '--data', os.path.join(tmp, 'none'), "
      "'--epochs', '1'])", ValueError, r"nnfast train: error: .*not found; looked in"),
     ("cli_epochs", "cli_run(['train', '--epochs', '0'])", ValueError,
-     r"argument --epochs: expected a positive int, got '0'"),
+     r"argument --epochs: expected a positive integer, got '0'"),
     ("cli_hidden", "cli_run(['train', '--hidden', 'a,b'])", ValueError,
      r"argument --hidden: expected comma-separated integers"),
 ]
@@ -229,7 +232,7 @@ RUNNER = SETUP + textwrap.dedent("""
     before = net._flat_params.copy()
     try:
         exec(sys.argv[1])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, FileNotFoundError):    # the last: a missing file
         sys.exit(0 if np.array_equal(before, net._flat_params) else 4)
     sys.exit(3)
 """)

@@ -98,6 +98,8 @@ BAD_X = [
                                     "predict", "predict_proba", "gradcheck"])
 @pytest.mark.parametrize("X,match", [c[1:] for c in BAD_X], ids=[c[0] for c in BAD_X])
 def test_bad_X_refused(X, match, method):
+    if method in PREDICTING and isinstance(X, np.ndarray) and X.shape == (0, D):
+        return          # no samples: prediction returns an empty result (tested below)
     net = make_net()
     if method == "fit":
         assert_fit_refused(net, match, X, Y0, epochs=1, batch_size=4)
@@ -107,6 +109,33 @@ def test_bad_X_refused(X, match, method):
         assert_refused(net, lambda: nf.gradcheck(net, X, Y0), match)
     else:
         assert_refused(net, lambda: getattr(net, method)(X), match)
+
+
+PREDICTING = ("forward", "predict", "predict_proba")
+
+
+@pytest.mark.parametrize("output, k, proba_shape, predict_shape, predict_dtype", [
+    ("softmax", K, (0, K), (0,), np.int64), ("sigmoid", 1, (0, 1), (0,), np.int64),
+    ("sigmoid", 2, (0, 2), (0, 2), np.int64), ("linear", 1, None, (0,), np.float32),
+    ("linear", 2, None, (0, 2), np.float32)])
+def test_no_samples_predict_an_empty_result(tmp_path, output, k, proba_shape,
+                                            predict_shape, predict_dtype):
+    net = make_net(output, k)
+    np.save(tmp_path / "empty.npy", np.zeros((0, D), np.float32))
+    for X in (np.zeros((0, D), np.float32), np.zeros((0, D), np.uint8),
+              np.zeros((0, 2, 2)), tmp_path / "empty.npy"):
+        out = net.forward(X)
+        assert out.shape == (0, k) and out.dtype == np.float32
+        pred = net.predict(X)
+        assert pred.shape == predict_shape and pred.dtype == predict_dtype
+        if proba_shape is not None:
+            proba = net.predict_proba(X)
+            assert proba.shape == proba_shape and proba.dtype == np.float32
+    assert make_net(dtype=np.float64).forward(np.zeros((0, D))).dtype == np.float64
+    with pytest.raises(ValueError, match="empty"):
+        net.evaluate(np.zeros((0, D), np.float32), np.zeros((0, k) if k > 1 else 0))
+    with pytest.raises(ValueError, match="features"):
+        net.predict(np.zeros((0, D + 1), np.float32))        # the shape is still checked
 
 
 def test_feature_count_message_names_both_counts():
@@ -495,3 +524,35 @@ def test_predicting_does_not_change_network():
     net.evaluate(XF, LABELS)
     net.loss_and_grads(XF, LABELS)
     assert snapshot(net) == before
+
+
+def test_fractional_label_is_named():
+    """The first non-integer label and its position are in the message."""
+    y = Y0.astype(np.float64)
+    y[3] = 2.5
+    with pytest.raises(ValueError, match=r"got 2\.5 \(label 3\)"):
+        make_net().fit(X0, y, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, np.int64, np.bool_])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_samples_of_more_dimensions_are_flattened_for_every_dtype(dtype, order):
+    """(n, 2, 2) samples of a 4-feature network are its rows flattened, whatever the
+    dtype or memory order (C-contiguous uint8 was flattened, float32 refused)."""
+    images = np.asarray((RNG.random((N, 2, 2)) * 3).astype(dtype), order=order)
+    flat = images.reshape(N, D)
+    net = make_net()
+    np.testing.assert_array_equal(net.forward(images), net.forward(flat))
+    np.testing.assert_array_equal(net.predict(images), net.predict(flat))
+    np.testing.assert_array_equal(net.predict_proba(images), net.predict_proba(flat))
+    assert net.evaluate(images, Y0) == net.evaluate(flat, Y0)
+    assert net.loss_and_grads(images, Y0)[0] == net.loss_and_grads(flat, Y0)[0]
+    a, b = make_net(), make_net()
+    a.fit(images, Y0, epochs=2, batch_size=4, verbose=False, validation_data=(images, Y0))
+    b.fit(flat, Y0, epochs=2, batch_size=4, verbose=False, validation_data=(flat, Y0))
+    np.testing.assert_array_equal(a._flat_params, b._flat_params)
+
+
+def test_samples_of_another_size_are_refused():
+    with pytest.raises(ValueError, match=r"2-D .*\(n_samples, \.\.\.\) of 4 values.*\(6, 3, 2\)"):
+        make_net().predict(np.zeros((N, 3, 2), np.float32))

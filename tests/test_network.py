@@ -496,7 +496,7 @@ def test_load_refuses_plain_npy(tmp_path):
 
 
 def test_load_missing_file(tmp_path):
-    with pytest.raises((ValueError, OSError)):
+    with pytest.raises(FileNotFoundError, match="nope.npz does not exist"):
         nf.load(tmp_path / "nope.npz")
 
 

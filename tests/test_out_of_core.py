@@ -105,7 +105,6 @@ def test_nan_in_a_file_is_found_and_named(tmp_path):
     (lambda p: np.save(p, np.zeros(4, np.float32)), "must be 2-D"),
     (lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "not a readable .npy"),
     (lambda p: open(p, "wb").write(b"\x93NUMPY garbage"), "not a readable .npy"),
-    (lambda p: None, "not a readable .npy"),                                   # missing
 ])
 def test_bad_files_are_refused_clearly(tmp_path, make, match):
     path = tmp_path / "X.npy"
@@ -115,6 +114,27 @@ def test_bad_files_are_refused_clearly(tmp_path, make, match):
     with pytest.raises(ValueError, match=match):
         net.fit(path, np.zeros(4, int), verbose=False)
     assert np.array_equal(net._flat_params, before)
+
+
+@pytest.mark.parametrize("call", ["fit", "predict", "evaluate", "fit_y"])
+def test_a_missing_npy_path_is_file_not_found(tmp_path, call):
+    """A path that does not exist: FileNotFoundError naming it (not a ValueError)."""
+    net = nf.Network([4, 3, 2])
+    missing = tmp_path / "absent.npy"
+    np.save(tmp_path / "X.npy", np.zeros((4, 4), np.float32))
+    calls = {"fit": lambda: net.fit(missing, np.zeros(4, int), verbose=False),
+             "predict": lambda: net.predict(missing),
+             "evaluate": lambda: net.evaluate(missing, np.zeros(4, int)),
+             "fit_y": lambda: net.fit(tmp_path / "X.npy", missing, verbose=False)}
+    with pytest.raises(FileNotFoundError, match="absent.npy does not exist"):
+        calls[call]()
+
+
+def test_pickled_npy_message_has_no_allow_pickle_hint(tmp_path):
+    np.save(tmp_path / "X.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickled data") as info:
+        nf.Network([4, 3, 2]).predict(tmp_path / "X.npy")
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_npz_path_is_refused(tmp_path):

@@ -70,6 +70,21 @@ def test_check_output_path(tmp_path):
         plots.check_output_path(tmp_path / "missing" / "a.png")
     with pytest.raises(ValueError, match="unknown picture format"):
         plots.check_output_path(tmp_path / "a.docx")
+    with pytest.raises(ValueError, match="is a directory"):
+        plots.check_output_path(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        plots.check_output_path(tmp_path / "file" / "a.png")
+
+
+def test_a_name_without_extension_is_written_as_given(tmp_path):
+    pytest.importorskip("matplotlib")
+    hist = nf.History()
+    hist.loss = [1.0, 0.5]
+    plots.plot_training_curves(tmp_path / "curves", hist)
+    plots.plot_confusion_matrix(tmp_path / "matrix", [[3, 1], [0, 4]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves", "matrix"]
+    assert _png_size(tmp_path / "curves")[0] > 100
 
 
 def test_pictures_leave_pyplot_alone(tmp_path):

@@ -125,8 +125,22 @@ def test_validation_split_holds_out_the_last_samples():
     assert len(hist.batch_loss) == 2 * math.ceil(150 / 128)
 
 
+@pytest.mark.parametrize("split", [0.0, 0])
+def test_validation_split_0_is_no_validation(split):
+    X, y = _data(100)
+    a, b = nf.Network([6, 8, 2], seed=0), nf.Network([6, 8, 2], seed=0)
+    hist = a.fit(X, y, epochs=2, validation_split=split, verbose=False)
+    b.fit(X, y, epochs=2, verbose=False)
+    assert hist.val_loss == [] and len(hist.loss) == 2
+    np.testing.assert_array_equal(a._flat_params, b._flat_params)    # every sample trained
+    hist = a.fit(X, y, epochs=1, validation_split=split, validation_data=(X[:10], y[:10]),
+                 verbose=False)
+    assert len(hist.val_loss) == 1
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(validation_split=1.5), ValueError, r"validation_split must be a float in \(0, 1\)"),
+    (dict(validation_split=1.5), ValueError, r"validation_split must be a float in \[0, 1\)"),
+    (dict(validation_split=-0.1), ValueError, r"validation_split must be a float in \[0, 1\)"),
     (dict(validation_split=0.001), ValueError, r"leaves 0 for validation"),
     (dict(validation_split=0.2, validation_data=(np.zeros((2, 6)), [0, 1])), ValueError,
      "not both"),
@@ -142,8 +156,13 @@ def test_bad_training_options(kwargs, exc, match):
 
 
 def test_summary(capsys):
-    text = nf.Network([784, 256, 10], hidden="tanh", dtype=np.float64).summary()
-    assert capsys.readouterr().out.strip() == text
+    """Printed once and None returned (a REPL would show a returned string again)."""
+    net = nf.Network([784, 256, 10], hidden="tanh", dtype=np.float64)
+    assert net.summary() is None
+    text = capsys.readouterr().out.strip()
+    lines = []
+    assert net.summary(print_fn=lines.append) is None
+    assert capsys.readouterr().out == "" and "\n".join(lines) == text
     assert "784 x 256" in text and "tanh" in text and "softmax" in text
     assert "total parameters: 203,530 (float64" in text
 
