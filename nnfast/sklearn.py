@@ -12,10 +12,15 @@ batch_size="auto", 200 epochs, stopping on tol / n_iter_no_change).
 Needs scikit-learn >= 1.6 (``pip install nnfast[sklearn]``); ``import nnfast`` never
 imports this module, so nnfast itself does not need scikit-learn.
 """
+from __future__ import annotations
+
 import numbers
+import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     import sklearn
@@ -41,6 +46,9 @@ from ._validate import check_int, sample_weights
 from .callbacks import Callback, EarlyStopping
 from .network import Network
 from .optim import SGD, Adam, _check_number
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["NNClassifier", "NNRegressor"]
 
@@ -526,7 +534,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
         tags.classifier_tags.multi_label = True
         return tags
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
         """Train a new network on (X, y) (with warm_start, continue the fitted one).
 
         Parameters
@@ -544,7 +552,8 @@ class NNClassifier(ClassifierMixin, _NNBase):
         """
         return self._fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None,
+                    sample_weight: ArrayLike | None = None) -> Self:
         """Train one epoch on (X, y), continuing from the current weights and optimizer.
 
         early_stopping, tol and n_iter_no_change apply to `fit` only.
@@ -567,7 +576,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
                              "call to partial_fit")
         return self._partial_fit(X, y, classes, sample_weight)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities.
 
         Returns
@@ -577,7 +586,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
         """
         return self._output(X)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted labels.
 
         Returns
@@ -590,7 +599,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
             return (proba > 0.5).astype(np.int64)
         return self.classes_[proba.argmax(axis=1)]
 
-    def to_onnx(self, path):
+    def to_onnx(self, path: str | os.PathLike) -> None:
         """Write the fitted network to an ONNX file (see `nnfast.Network.to_onnx`).
 
         The model's input "X" is float32 of shape [N, n_features]; its output "Y" is
@@ -639,7 +648,7 @@ class NNRegressor(RegressorMixin, _NNBase):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
         """Train a new network on (X, y) (with warm_start, continue the fitted one).
 
         Parameters
@@ -655,7 +664,8 @@ class NNRegressor(RegressorMixin, _NNBase):
         """
         return self._fit(X, y, sample_weight)
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None) -> Self:
         """Train one epoch on (X, y), continuing from the current weights and optimizer.
 
         early_stopping, tol and n_iter_no_change apply to `fit` only.
@@ -672,7 +682,7 @@ class NNRegressor(RegressorMixin, _NNBase):
         """
         return self._partial_fit(X, y, sample_weight=sample_weight)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted values.
 
         Returns
@@ -683,7 +693,7 @@ class NNRegressor(RegressorMixin, _NNBase):
         out = self._output(X)
         return out[:, 0] if self._y_ndim == 1 else out
 
-    def to_onnx(self, path):
+    def to_onnx(self, path: str | os.PathLike) -> None:
         """Write the fitted network to an ONNX file (see `nnfast.Network.to_onnx`).
 
         The model's input "X" is float32 of shape [N, n_features]; its output "Y" is
