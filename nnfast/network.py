@@ -1,4 +1,6 @@
 """The Network: layout of the flat buffers, workspaces, training loop, prediction, files."""
+from __future__ import annotations
+
 import hashlib
 import math
 import numbers
@@ -6,9 +8,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels as K
 from . import _validate
@@ -18,7 +21,7 @@ from ._files import write_atomically
 from ._layout import build_layout, layer_views, n_weights
 from ._progress import EpochProgress
 from .distributed import DataParallel, dropout_seed as rank_dropout_seed, flat_grads_with_totals
-from .optim import get_optimizer
+from .optim import Optimizer, get_optimizer
 
 HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
           "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
@@ -154,8 +157,10 @@ class Network:
     are views into it. Non-goals: convolutions, recurrent layers, GPUs, autodiff.
     """
 
-    def __init__(self, sizes, hidden="relu", output="softmax", dtype=np.float32, seed=0,
-                 dropout=0.0, input_scale=1.0):
+    def __init__(self, sizes: Sequence[int], hidden: str | Sequence[str] = "relu",
+                 output: str = "softmax", dtype: DTypeLike = np.float32,
+                 seed: int | np.random.Generator | None = 0,
+                 dropout: float | Sequence[float] = 0.0, input_scale: float = 1.0) -> None:
         self.sizes = self._check_sizes(sizes)
         n_layers = len(self.sizes) - 1
         if isinstance(hidden, str):
@@ -282,11 +287,11 @@ class Network:
     # ------------------------------------------------------------ public properties
 
     @property
-    def params(self):
+    def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """List of (W, b) per layer: views into the network's flat storage."""
         return list(zip(self.coefs, self.intercepts))
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: Callable[[str], object] = print) -> None:
         """Print a table of the layers: shapes, activations, parameter counts.
 
         Returns None, as Keras' ``Model.summary`` does (so a REPL shows the table once).
@@ -370,7 +375,7 @@ class Network:
                 a = nxt
         return out
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """Output activations (softmax / sigmoid probabilities, or linear values).
 
         Parameters
@@ -385,14 +390,14 @@ class Network:
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         return self._forward_into(out, X, self._output_code)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_out): softmax or sigmoid outputs only."""
         if self.output == "linear":
             raise ValueError("predict_proba needs a softmax or sigmoid output; this network "
                              "has a linear (regression) output: use predict or forward")
         return self.forward(X)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predictions for X.
 
         Returns
@@ -440,7 +445,8 @@ class Network:
         per_sample = 1 if self.output == "softmax" else Y.shape[1]
         return float(loss / total), correct / (total * per_sample)
 
-    def evaluate(self, X, y, sample_weight=None):
+    def evaluate(self, X: ArrayLike, y: ArrayLike,
+                 sample_weight: ArrayLike | None = None) -> dict[str, float]:
         """Mean loss (as defined for the output) and, for classifiers, accuracy.
 
         Accuracy is the fraction of correct argmax for softmax and of correct 0/1 entries
@@ -465,7 +471,8 @@ class Network:
 
     # ------------------------------------------------------------ gradients
 
-    def loss_and_grads(self, X, y, dropout_seed=None):
+    def loss_and_grads(self, X: ArrayLike, y: ArrayLike, dropout_seed: int | None = None
+                       ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
         """Mean loss on (X, y) and its gradient for every parameter.
 
         Parameters
@@ -537,9 +544,11 @@ class Network:
             optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
         return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
-    def fit(self, X, y, epochs=10, batch_size=128, optimizer="adam", shuffle=True,
-            validation_data=None, verbose=True, validation_split=None, callbacks=None,
-            comm=None, sample_weight=None):
+    def fit(self, X: ArrayLike | str | os.PathLike, y: ArrayLike | str | os.PathLike,
+            epochs: int = 10, batch_size: int = 128, optimizer: str | Optimizer = "adam",
+            shuffle: bool = True, validation_data: tuple | None = None, verbose: bool = True,
+            validation_split: float | None = None, callbacks: Sequence | None = None,
+            comm: object = None, sample_weight: ArrayLike | None = None) -> History:
         """Train on (X, y) with mini-batches, continuing from the current weights.
 
         Parameters
@@ -846,7 +855,7 @@ class Network:
 
     # ------------------------------------------------------------ files
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the network to an .npz file (no pickle), atomically.
 
         The file is written to a temporary name in the same directory, flushed to disk,
@@ -870,7 +879,7 @@ class Network:
 
         write_atomically(path, write, "save")
 
-    def to_onnx(self, path):
+    def to_onnx(self, path: str | os.PathLike) -> None:
         """Write the network to an ONNX file (opset 17), atomically, as `save` does.
 
         The model's input "X" is float32 of shape [N, n_features] (N: any number of
@@ -905,7 +914,7 @@ def _checksum(arrays):
     return h.hexdigest()
 
 
-def load(path):
+def load(path: str | os.PathLike) -> Network:
     """Read a network written by `Network.save`. Never unpickles.
 
     The file must carry this nnfast's format name and version and a SHA-256 checksum
