@@ -36,17 +36,6 @@ SETTINGS = ["default", "1", "2"]
 WORK_SECONDS = 0.3                  # timed work per repeat in a worker
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def worker(kind, sizes, count, setting, repeat):
     """Microseconds per step (fit) or per call (predict), median of `repeat`."""
     import nnfast as nf
@@ -128,7 +117,7 @@ def main(argv=None):
     workloads = [WORKLOADS[i] for i in QUICK] if args.quick else WORKLOADS
     rounds = 1 if args.quick else args.rounds
     print("\n".join(_common.environment_report()))
-    print(f"cpu: {cpu_model()}; {len(os.sched_getaffinity(0))} cores for this process")
+    print(f"{len(os.sched_getaffinity(0))} cores for this process")
     for busy in (False, True):
         spin = spinner() if busy else None
         try:

@@ -61,15 +61,32 @@ def slowing_vars_set():
     return [k for k in SLOWING_VARS if k in os.environ]
 
 
+def clean_env():
+    """os.environ without SLOWING_VARS, noting what was removed in NNFAST_BENCH_UNSET."""
+    env = {k: v for k, v in os.environ.items() if k not in SLOWING_VARS}
+    env["NNFAST_BENCH_UNSET"] = ",".join(f"{k}={os.environ[k]}" for k in slowing_vars_set())
+    return env
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), or "unknown CPU"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def clean_rerun(argv):
     """Run `nnfast <argv>` in a child process without SLOWING_VARS; return its exit code.
 
     The child imports the same nnfast as this process (its folder goes first on the path,
     so a source tree in the working directory cannot shadow it), and inherits stdout.
     """
-    removed = slowing_vars_set()
-    env = {k: v for k, v in os.environ.items() if k not in SLOWING_VARS}
-    env["NNFAST_BENCH_UNSET"] = ",".join(f"{k}={os.environ[k]}" for k in removed)
+    env = clean_env()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = (f"import sys; sys.path.insert(0, {here!r}); from nnfast.cli import main; "
             "sys.exit(main(sys.argv[1:]))")
@@ -92,7 +109,8 @@ def environment_lines():
     """Versions, machine, OpenBLAS/OpenMP variables, threads and BLAS kernels."""
     import nnfast as nf
     lines = [f"python {platform.python_version()}  numpy {np.__version__}  nnfast "
-             f"{nf.__version__}  {platform.machine()}  {os.cpu_count()} cpus"]
+             f"{nf.__version__}  {platform.machine()}  {os.cpu_count()} cpus",
+             f"cpu: {cpu_model()}"]
     unset = os.environ.get("NNFAST_BENCH_UNSET")
     if unset:
         lines.append(f"unset for this benchmark: {unset}")
