@@ -15,7 +15,8 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 from . import callbacks, datasets, schedules
 from ._threads import get_num_threads, set_num_threads
 from .gradcheck import gradcheck
-from .network import History, Network, load
+from .io import load
+from .network import History, Network
 from .optim import SGD, Adam, Optimizer
 
 __all__ = ["Network", "History", "load", "gradcheck", "SGD", "Adam", "Optimizer",

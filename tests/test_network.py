@@ -878,13 +878,13 @@ def test_saved_model_is_readable_by_others(tmp_path):
 
 def test_load_checks_sizes_before_allocating(tmp_path):
     import time
-    from nnfast import network
+    from nnfast import io as nf_io
     path = tmp_path / "huge.npz"
     arrays = dict(sizes=np.array([20000, 20000]), hidden=np.array([], dtype=str),
                   output=np.array("sigmoid"), dtype=np.array("float32"),
                   params=np.zeros(3, np.float32))
     np.savez(path, format=np.array("nnfast-model"), version=np.array(2),
-             checksum=np.array(network._checksum(arrays)), **arrays)
+             checksum=np.array(nf_io._checksum(arrays)), **arrays)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="expected \\(400020000,\\)"):
         nf.load(path)
