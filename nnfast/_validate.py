@@ -25,6 +25,21 @@ def check_int(owner, name, value, low, high=None):
     return value
 
 
+def check_number(owner, name, value, low, high, low_open=False, high_open=False):
+    """Return float(value) after checking it is a finite real in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    ok = math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{owner}: {name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+    return value
+
+
 def _as_numeric_array(a, name):
     """np.asarray(a) with a numeric (bool/int/float) dtype, else TypeError."""
     if a is None:

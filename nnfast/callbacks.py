@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ._validate import check_int
-from .optim import _check_number
+from ._validate import check_int, check_number
 
 if TYPE_CHECKING:
     from .network import Network
@@ -60,7 +59,7 @@ class EarlyStopping(Callback):
                              f"{monitor!r}")
         self.monitor = monitor
         self.patience = check_int("EarlyStopping", "patience", patience, 1)
-        self.min_delta = _check_number("EarlyStopping", "min_delta", min_delta, 0, math.inf)
+        self.min_delta = check_number("EarlyStopping", "min_delta", min_delta, 0, math.inf)
         self.restore_best = bool(restore_best)
         self.on_train_begin(None, None)
 

@@ -10,27 +10,12 @@ weights only, never to biases.
 from __future__ import annotations
 
 import math
-import numbers
 import weakref
 
 import numpy as np
 
 from . import _optim
-
-
-def _check_number(owner, name, value, low, high, low_open=False, high_open=False):
-    """Return float(value) after checking it is a finite real in the given interval."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    ok = math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{owner}: {name} must be in {lo}{low}, {high}{hi}, got {value!r}")
-    return value
+from ._validate import check_number
 
 
 class Optimizer:
@@ -117,14 +102,14 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = _check_number("SGD", "lr", lr, 0, math.inf, low_open=True)
-        self.momentum = _check_number("SGD", "momentum", momentum, 0, 1, high_open=True)
+        self.lr = check_number("SGD", "lr", lr, 0, math.inf, low_open=True)
+        self.momentum = check_number("SGD", "momentum", momentum, 0, 1, high_open=True)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"SGD: nesterov must be a bool, got {type(nesterov).__name__}")
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
+        self.weight_decay = check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
 
     def _configure(self, step, net):
         step.set_optimizer("sgd", net._flat_params, net._flat_grads,
@@ -159,11 +144,11 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = _check_number("Adam", "lr", lr, 0, math.inf, low_open=True)
-        self.beta1 = _check_number("Adam", "beta1", beta1, 0, 1, high_open=True)
-        self.beta2 = _check_number("Adam", "beta2", beta2, 0, 1, high_open=True)
-        self.eps = _check_number("Adam", "eps", eps, 0, math.inf, low_open=True)
-        self.weight_decay = _check_number("Adam", "weight_decay", weight_decay, 0, math.inf)
+        self.lr = check_number("Adam", "lr", lr, 0, math.inf, low_open=True)
+        self.beta1 = check_number("Adam", "beta1", beta1, 0, 1, high_open=True)
+        self.beta2 = check_number("Adam", "beta2", beta2, 0, 1, high_open=True)
+        self.eps = check_number("Adam", "eps", eps, 0, math.inf, low_open=True)
+        self.weight_decay = check_number("Adam", "weight_decay", weight_decay, 0, math.inf)
 
     def _check_dtype(self, dtype):
         tiny = float(np.finfo(dtype).tiny)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 
-from ._validate import check_int
+from ._validate import check_int, check_number
 from .callbacks import Callback
-from .optim import _check_number
 
 
 class Schedule(Callback):
@@ -52,7 +51,7 @@ class StepDecay(Schedule):
     def __init__(self, step_size: int = 10, gamma: float = 0.1) -> None:
         super().__init__()
         self.step_size = check_int("StepDecay", "step_size", step_size, 1)
-        self.gamma = _check_number("StepDecay", "gamma", gamma, 0, 1, low_open=True)
+        self.gamma = check_number("StepDecay", "gamma", gamma, 0, 1, low_open=True)
 
     def rate(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -65,7 +64,7 @@ class Cosine(Schedule):
     def __init__(self, epochs: int, min_lr: float = 0.0) -> None:
         super().__init__()
         self.epochs = check_int("Cosine", "epochs", epochs, 1)
-        self.min_lr = _check_number("Cosine", "min_lr", min_lr, 0, math.inf)
+        self.min_lr = check_number("Cosine", "min_lr", min_lr, 0, math.inf)
 
     def rate(self, epoch, base_lr):
         t = min(epoch, self.epochs) / self.epochs
@@ -83,10 +82,10 @@ class ReduceOnPlateau(Schedule):
             raise ValueError(f"ReduceOnPlateau: monitor must be 'val_loss' or 'loss', got "
                              f"{monitor!r}")
         self.monitor = monitor
-        self.factor = _check_number("ReduceOnPlateau", "factor", factor, 0, 1,
+        self.factor = check_number("ReduceOnPlateau", "factor", factor, 0, 1,
                                     low_open=True, high_open=True)
         self.patience = check_int("ReduceOnPlateau", "patience", patience, 1)
-        self.min_lr = _check_number("ReduceOnPlateau", "min_lr", min_lr, 0, math.inf)
+        self.min_lr = check_number("ReduceOnPlateau", "min_lr", min_lr, 0, math.inf)
         self.current, self.best, self._wait = None, math.inf, 0
 
     def on_train_begin(self, net, optimizer):

@@ -42,10 +42,10 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._validate import check_int, sample_weights
+from ._validate import check_int, check_number, sample_weights
 from .callbacks import Callback, EarlyStopping
 from .network import Network
-from .optim import SGD, Adam, _check_number
+from .optim import SGD, Adam
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -173,8 +173,8 @@ class _NNBase(BaseEstimator):
             check_int(name, "batch_size", self.batch_size, 1)
         check_int(name, "epochs", self.epochs, 1)
         check_int(name, "n_iter_no_change", self.n_iter_no_change, 1)
-        _check_number(name, "tol", self.tol, 0, np.inf)
-        _check_number(name, "validation_fraction", self.validation_fraction, 0, 1,
+        check_number(name, "tol", self.tol, 0, np.inf)
+        check_number(name, "validation_fraction", self.validation_fraction, 0, 1,
                       low_open=True, high_open=True)
         if self.dtype is None:
             return sizes, _FOLLOW_X
@@ -476,7 +476,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
                 raise ValueError(f"{name}: class_weight has labels {unknown[:10]} that are "
                                  f"not classes of y ({sorted(labels, key=str)[:10]})")
             for label, value in cw.items():
-                _check_number(name, f"class_weight[{label!r}]", value, 0, np.inf)
+                check_number(name, f"class_weight[{label!r}]", value, 0, np.inf)
         else:
             raise TypeError(f"{name}: class_weight must be None, 'balanced' or a dict "
                             f"{{label: weight}}, got {type(cw).__name__}")
