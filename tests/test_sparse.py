@@ -389,6 +389,25 @@ def test_checked_csr_shares_the_callers_arrays():
         checked[[1, 2]]
 
 
+def test_csr_of_memmapped_arrays_is_read_in_place(tmp_path):
+    rng = np.random.default_rng(14)
+    X, y = _data(rng)
+    X = X.astype(np.float32)
+    for name in ("data", "indices", "indptr"):
+        np.save(tmp_path / f"{name}.npy", getattr(X, name))
+    arrays = [np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+              for name in ("data", "indices", "indptr")]
+    M = sp.csr_matrix(tuple(arrays), shape=X.shape)
+    net = nf.Network([60, 4, 3], seed=0)
+    checked = net._inputs(M)
+    for disk, used in zip(arrays, (checked.data, checked.indices, checked.indptr)):
+        assert np.shares_memory(disk, used)              # no copy in memory
+    net.fit(M, y, epochs=1, verbose=False)
+    ref = nf.Network([60, 4, 3], seed=0)
+    ref.fit(X.toarray(), y, epochs=1, verbose=False)
+    np.testing.assert_allclose(net._flat_params, ref._flat_params, rtol=1e-4, atol=1e-6)
+
+
 def test_sparse_fit_trains_and_releases_the_data():
     import weakref
     rng = np.random.default_rng(8)
