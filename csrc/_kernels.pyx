@@ -4,7 +4,9 @@
 Contents: dense forward (GEMM, then bias + activation in one pass), activation backward
 from the saved post-activation, the output layer's gradient fused with its loss
 (softmax cross-entropy, sigmoid binary cross-entropy, squared error), the parameter and
-input gradients of a dense layer, and the mini-batch row gather.
+input gradients of a dense layer, the mini-batch row gather, and the first layer's
+forward and weight gradient for a sparse (CSR) input, which read the batch's rows
+straight from the CSR arrays (no dense copy of the batch is ever made).
 
 Conventions: samples are rows; every array is C-contiguous; one fused type `floating`
 covers every float argument (mixed dtypes are refused by Cython's dispatch). Outputs come
@@ -23,7 +25,9 @@ from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params
                    _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
                    _gather_rows, _gather_convert, _dropout, _mul, nnf_dropout_key,
                    _weighted_loss_backward, SRC_UINT8_, SRC_FLOAT32_, SRC_FLOAT64_,
-                   LOSS_SOFTMAX_XENT_, LOSS_SQUARED_ERROR_)
+                   LOSS_SOFTMAX_XENT_, LOSS_SQUARED_ERROR_, _bias_act, _col_sum,
+                   _csr_matmul, _csr_scatter, _csr_bad_row, csr_index)
+from libc.string cimport memset
 
 # Activation codes (shared with nnfast/network.py through the module attributes).
 ACT_LINEAR = 0
@@ -314,6 +318,93 @@ def gather_rows_scaled(floating[:, ::1] out, const source[:, ::1] x,
     with nogil:
         _gather_convert(&out[0, 0], <const void *>&x[0, 0], src, &idx[0], n, m,
                         <floating>scale)
+
+
+# ---------------------------------------------------------------- sparse (CSR) input
+
+cdef Py_ssize_t _csr_rows_checked(str name, Py_ssize_t n_data, const csr_index[::1] indices,
+                                  const csr_index[::1] indptr, const Py_ssize_t[::1] rows,
+                                  Py_ssize_t n_cols) except -1:
+    """ValueError unless every one of `rows` is a row of the CSR matrix (data of n_data
+    entries, indices, indptr) that the kernels can read safely; returns len(rows)."""
+    cdef Py_ssize_t n = rows.shape[0], bad
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t nnz_max = min(n_data, indices.shape[0])
+    if n_rows < 0:
+        raise ValueError(f"{name}: indptr must have n_rows + 1 >= 1 entries, got 0")
+    if n == 0:
+        return 0
+    with nogil:
+        bad = _csr_bad_row(&indices[0] if indices.shape[0] else NULL, &indptr[0], n_rows,
+                           n_cols, nnz_max, &rows[0], n)
+    if bad >= 0:
+        r = rows[bad]
+        if not 0 <= r < n_rows:
+            raise ValueError(f"{name}: row index {r} out of range [0, {n_rows})")
+        raise ValueError(f"{name}: row {r} of the CSR matrix is invalid: its indptr range "
+                         f"[{indptr[r]}, {indptr[r + 1]}) must lie in [0, {nnz_max}] in "
+                         f"order and its column indices in [0, {n_cols})")
+    return n
+
+
+def sparse_dense_forward(floating[:, ::1] a, const floating[::1] data,
+                         const csr_index[::1] indices, const csr_index[::1] indptr,
+                         const Py_ssize_t[::1] rows, const floating[:, ::1] w,
+                         const floating[::1] b, int act, double x_scale=1):
+    """a := act(x_scale * X[rows] @ w + b), X the CSR matrix (data, indices, indptr)
+    X (len(indptr) - 1, n_in) with int32 or int64 indices / indptr; rows (n,) of np.intp;
+    w (n_in, n_out), b (n_out,), a (n, n_out); act an ACT_* code (softmax along rows).
+    Row i of a sums the rows of w of X[rows[i]]'s non-zeros in their stored order
+    (duplicate column indices add up, as in scipy). Every row used is checked. x_scale
+    multiplies each non-zero in a's dtype.
+    """
+    cdef Py_ssize_t n = rows.shape[0], n_in = w.shape[0], n_out = w.shape[1]
+    if a.shape[0] != n or a.shape[1] != n_out or b.shape[0] != n_out:
+        raise ValueError(f"sparse_dense_forward: shape mismatch: rows ({n},), w ({n_in}, "
+                         f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
+    if act < 0 or act > 5:
+        raise ValueError(f"sparse_dense_forward: unknown activation code {act}")
+    if n_in == 0 or n_out == 0:
+        raise ValueError(f"sparse_dense_forward: a layer needs at least one unit, got w "
+                         f"({n_in}, {n_out})")
+    if _csr_rows_checked("sparse_dense_forward", data.shape[0], indices, indptr, rows,
+                         n_in) == 0:
+        return
+    cdef floating scale = <floating>x_scale
+    with nogil:
+        _csr_matmul(&a[0, 0], n_out, &data[0] if data.shape[0] else NULL,
+                    &indices[0] if indices.shape[0] else NULL, &indptr[0], &rows[0], n,
+                    &w[0, 0], n_out, scale)
+        _bias_act(&a[0, 0], &b[0], n, n_out, n_out, act)
+
+
+def sparse_linear_backward_params(floating[:, ::1] dw, floating[::1] db,
+                                  const floating[:, ::1] dz, const floating[::1] data,
+                                  const csr_index[::1] indices, const csr_index[::1] indptr,
+                                  const Py_ssize_t[::1] rows, double x_scale, floating scale):
+    """dw := scale * (x_scale * X[rows]).T @ dz;  db := scale * dz.sum(axis=0)
+    X the CSR matrix (data, indices, indptr) of shape (len(indptr) - 1, n_in); rows (n,)
+    of np.intp, dz (n, n_out), dw (n_in, n_out), db (n_out,). Outputs are overwritten: dw
+    is zeroed, then each non-zero of the batch's rows adds its term to its row of dw
+    (batch rows in order). No input gradient: a sparse input is always the first layer.
+    """
+    cdef Py_ssize_t n = rows.shape[0], n_in = dw.shape[0], n_out = dw.shape[1]
+    if dz.shape[0] != n or dz.shape[1] != n_out or db.shape[0] != n_out:
+        raise ValueError(f"sparse_linear_backward_params: shape mismatch: rows ({n},), "
+                         f"dz ({dz.shape[0]}, {dz.shape[1]}), dw ({n_in}, {n_out}), "
+                         f"db ({db.shape[0]},)")
+    if n == 0 or n_in == 0 or n_out == 0:
+        raise ValueError(f"sparse_linear_backward_params: empty operand: rows ({n},), "
+                         f"dw ({n_in}, {n_out})")
+    _csr_rows_checked("sparse_linear_backward_params", data.shape[0], indices, indptr, rows,
+                      n_in)
+    cdef floating v_scale = <floating>(x_scale * <double>scale)
+    with nogil:
+        memset(&dw[0, 0], 0, n_in * n_out * sizeof(floating))
+        _csr_scatter(&dw[0, 0], n_out, &dz[0, 0], n_out, &data[0] if data.shape[0] else NULL,
+                     &indices[0] if indices.shape[0] else NULL, &indptr[0], &rows[0], n,
+                     n_out, v_scale)
+        _col_sum(&db[0], &dz[0, 0], n, n_out, n_out, scale)
 
 
 # ---------------------------------------------------------------- plain matrix product

@@ -5,7 +5,13 @@
 # _exp / _log / _log1p so that float32 data uses expf / logf / log1pf.
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
+from libc.stdint cimport int32_t, int64_t
 from _blas cimport gemm_rm
+
+# Index type of a CSR input: scipy stores indices / indptr as int32, or int64 when large.
+ctypedef fused csr_index:
+    int32_t
+    int64_t
 
 cdef extern from "_vec.h" nogil:
     void nnf_bias_act_f32(float *a, const float *b, Py_ssize_t n, Py_ssize_t m,
@@ -54,6 +60,44 @@ cdef extern from "_vec.h" nogil:
                      float momentum, int nesterov, float wd)
     void nnf_sgd_f64(double *p, double *vel, const double *g, Py_ssize_t n, double lr,
                      double momentum, int nesterov, double wd)
+    void nnf_csr_matmul_f32_i32(float *z, Py_ssize_t ldz, const float *data,
+                                const int32_t *indices, const int32_t *indptr,
+                                const Py_ssize_t *rows, Py_ssize_t n, const float *w,
+                                Py_ssize_t ldw, Py_ssize_t m, float scale)
+    void nnf_csr_matmul_f32_i64(float *z, Py_ssize_t ldz, const float *data,
+                                const int64_t *indices, const int64_t *indptr,
+                                const Py_ssize_t *rows, Py_ssize_t n, const float *w,
+                                Py_ssize_t ldw, Py_ssize_t m, float scale)
+    void nnf_csr_matmul_f64_i32(double *z, Py_ssize_t ldz, const double *data,
+                                const int32_t *indices, const int32_t *indptr,
+                                const Py_ssize_t *rows, Py_ssize_t n, const double *w,
+                                Py_ssize_t ldw, Py_ssize_t m, double scale)
+    void nnf_csr_matmul_f64_i64(double *z, Py_ssize_t ldz, const double *data,
+                                const int64_t *indices, const int64_t *indptr,
+                                const Py_ssize_t *rows, Py_ssize_t n, const double *w,
+                                Py_ssize_t ldw, Py_ssize_t m, double scale)
+    void nnf_csr_scatter_f32_i32(float *dw, Py_ssize_t ldw, const float *dz, Py_ssize_t ldz,
+                                 const float *data, const int32_t *indices,
+                                 const int32_t *indptr, const Py_ssize_t *rows, Py_ssize_t n,
+                                 Py_ssize_t m, float scale)
+    void nnf_csr_scatter_f32_i64(float *dw, Py_ssize_t ldw, const float *dz, Py_ssize_t ldz,
+                                 const float *data, const int64_t *indices,
+                                 const int64_t *indptr, const Py_ssize_t *rows, Py_ssize_t n,
+                                 Py_ssize_t m, float scale)
+    void nnf_csr_scatter_f64_i32(double *dw, Py_ssize_t ldw, const double *dz,
+                                 Py_ssize_t ldz, const double *data, const int32_t *indices,
+                                 const int32_t *indptr, const Py_ssize_t *rows, Py_ssize_t n,
+                                 Py_ssize_t m, double scale)
+    void nnf_csr_scatter_f64_i64(double *dw, Py_ssize_t ldw, const double *dz,
+                                 Py_ssize_t ldz, const double *data, const int64_t *indices,
+                                 const int64_t *indptr, const Py_ssize_t *rows, Py_ssize_t n,
+                                 Py_ssize_t m, double scale)
+    Py_ssize_t nnf_csr_bad_row_i32(const int32_t *indices, const int32_t *indptr,
+                                   Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t nnz_max,
+                                   const Py_ssize_t *rows, Py_ssize_t n)
+    Py_ssize_t nnf_csr_bad_row_i64(const int64_t *indices, const int64_t *indptr,
+                                   Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t nnz_max,
+                                   const Py_ssize_t *rows, Py_ssize_t n)
 
 # Activation codes, as in _vec.h.
 cdef enum:
@@ -288,3 +332,53 @@ cdef inline void _gather_convert(floating *out, const void *x, int src, const Py
             nnf_gather_f64_f32(out, <const float *>x, idx, n, m, scale)
         else:
             nnf_gather_f64_f64(out, <const double *>x, idx, n, m, scale)
+
+
+# ---------------------------------------------------------------- sparse (CSR) input
+
+cdef inline void _csr_matmul(floating *z, Py_ssize_t ldz, const floating *data,
+                             const csr_index *indices, const csr_index *indptr,
+                             const Py_ssize_t *rows, Py_ssize_t n, const floating *w,
+                             Py_ssize_t m, floating scale) noexcept nogil:
+    """z (n, m), rows ldz apart := scale * X[rows] @ w; X the CSR (data, indices, indptr),
+    w (n_in, m) C-contiguous. Rows and indices were checked (_csr_bad_row)."""
+    if floating is float:
+        if csr_index is int32_t:
+            nnf_csr_matmul_f32_i32(z, ldz, data, indices, indptr, rows, n, w, m, m, scale)
+        else:
+            nnf_csr_matmul_f32_i64(z, ldz, data, indices, indptr, rows, n, w, m, m, scale)
+    else:
+        if csr_index is int32_t:
+            nnf_csr_matmul_f64_i32(z, ldz, data, indices, indptr, rows, n, w, m, m, scale)
+        else:
+            nnf_csr_matmul_f64_i64(z, ldz, data, indices, indptr, rows, n, w, m, m, scale)
+
+
+cdef inline void _csr_scatter(floating *dw, Py_ssize_t ldw, const floating *dz,
+                              Py_ssize_t ldz, const floating *data, const csr_index *indices,
+                              const csr_index *indptr, const Py_ssize_t *rows, Py_ssize_t n,
+                              Py_ssize_t m, floating scale) noexcept nogil:
+    """dw (n_in, m), rows ldw apart += scale * X[rows].T @ dz (n, m), rows ldz apart: a
+    scatter-add over the non-zeros of the batch's rows, in batch order."""
+    if floating is float:
+        if csr_index is int32_t:
+            nnf_csr_scatter_f32_i32(dw, ldw, dz, ldz, data, indices, indptr, rows, n, m, scale)
+        else:
+            nnf_csr_scatter_f32_i64(dw, ldw, dz, ldz, data, indices, indptr, rows, n, m, scale)
+    else:
+        if csr_index is int32_t:
+            nnf_csr_scatter_f64_i32(dw, ldw, dz, ldz, data, indices, indptr, rows, n, m, scale)
+        else:
+            nnf_csr_scatter_f64_i64(dw, ldw, dz, ldz, data, indices, indptr, rows, n, m, scale)
+
+
+cdef inline Py_ssize_t _csr_bad_row(const csr_index *indices, const csr_index *indptr,
+                                    Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t nnz_max,
+                                    const Py_ssize_t *rows, Py_ssize_t n) noexcept nogil:
+    """Position of the first of rows[0:n] (NULL: 0..n-1) the CSR kernels cannot read
+    safely (row out of range, indptr range outside [0, nnz_max), a column index outside
+    [0, n_cols)), or -1."""
+    if csr_index is int32_t:
+        return nnf_csr_bad_row_i32(indices, indptr, n_rows, n_cols, nnz_max, rows, n)
+    else:
+        return nnf_csr_bad_row_i64(indices, indptr, n_rows, n_cols, nnz_max, rows, n)

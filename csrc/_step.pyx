@@ -20,9 +20,20 @@ Conventions: the same kernel bodies as _kernels.pyx (csrc/_ops.pxd). All arrays 
 checked here once (dtype, C order, shapes) when the step is built or data is bound; the
 array objects are kept alive by this object, and the network never rebinds its views.
 Indices are checked against the bound data on every step (n comparisons).
+
+Sparse input (bind_csr): the training data is a CSR matrix (data, indices, indptr). The
+first layer then never sees a dense batch: its forward pass reads the batch's rows
+straight from the CSR arrays (z = X[idx] @ W0, by rows of the batch), and its weight
+gradient is a scatter-add over the non-zeros of those rows (dW0 = X[idx].T @ dZ, split
+by columns of dW0, each thread scattering only its own columns, rows in batch order: no
+write races, and the same bits for any team size). The workspace then needs no input
+buffer (a[0] may be None). dW0 is zeroed at the start of the step (by rows) and the
+optimizer updates all of W0 afterwards, exactly as for dense input.
 """
 from cython cimport floating
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.stdint cimport int32_t, int64_t
 from libc.math cimport pow, isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
@@ -30,7 +41,7 @@ from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _g
                    _weighted_loss_backward, _gather_values,
                    _dropout, _mul, nnf_dropout_key, _gather_convert, SRC_UINT8_,
                    SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
-                   LOSS_SIGMOID_BCE_)
+                   LOSS_SIGMOID_BCE_, _csr_matmul, _csr_scatter, _csr_bad_row)
 
 from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
 
@@ -73,7 +84,9 @@ cdef class TrainStep:
     ----------
     coefs, intercepts, dcoefs, dintercepts : lists of the L weight (n_in, n_out), bias
         (n_out,) and gradient arrays, layer by layer
-    a, d : lists of L + 1 workspace arrays (rows, sizes[l]); d[0] is unused (may be None)
+    a, d : lists of L + 1 workspace arrays (rows, sizes[l]); d[0] is unused (may be None),
+        and a[0] (the gathered input batch) may be None for a step that only ever gets
+        sparse data (bind_csr)
     y : workspace array (rows, sizes[-1]) for the targets
     codes : list of L - 1 hidden activation codes
     loss : LOSS_* code of the output layer
@@ -98,6 +111,11 @@ cdef class TrainStep:
     cdef const void *W                      # sample weights (N,) of the bound data, or NULL
     cdef void *rw                           # the batch's row weights (rows,)
     cdef int x_src                          # X's SRC_* type, -1: the step's dtype, unscaled
+    cdef bint x_sparse                      # X is the CSR (x_data, x_indices, x_indptr)
+    cdef bint x_idx64                       # ... with int64 (else int32) indices / indptr
+    cdef const void *x_data
+    cdef const void *x_indices
+    cdef const void *x_indptr
     cdef double x_scale
     cdef int *codes
     cdef int loss
@@ -146,6 +164,8 @@ cdef class TrainStep:
         self.has_dropout = False
         self.dropout_seed = self.dropout_step = 0
         self.X = self.Y = self.W = NULL
+        self.x_data = self.x_indices = self.x_indptr = NULL
+        self.x_sparse = self.x_idx64 = False
         self.rw = NULL
         self.opt = OPT_NONE
         self.p0 = self.g0 = self.s1 = self.s2 = NULL
@@ -178,7 +198,9 @@ cdef class TrainStep:
         self.is_double = self.dtype == np.float64
         self.n_layers = L
         self.loss = loss
-        self.rows = a[0].shape[0]
+        # a[0] None: sparse input only (bind_csr), no dense batch buffer
+        cdef bint no_input = a[0] is None and L >= 1 and a[1] is not None
+        self.rows = (a[1] if no_input else a[0]).shape[0]
         self.sizes = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
         self.codes = <int *>malloc(max(L, 1) * sizeof(int))
         self.a = <void **>malloc((L + 1) * sizeof(void *))
@@ -197,7 +219,7 @@ cdef class TrainStep:
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
         for l in range(L + 1):
-            self.sizes[l] = a[l].shape[1]
+            self.sizes[l] = coefs[0].shape[0] if l == 0 and no_input else a[l].shape[1]
         for l in range(L - 1):
             if not 0 <= codes[l] <= 4:
                 raise ValueError(f"TrainStep: unknown activation code {codes[l]}")
@@ -210,7 +232,8 @@ cdef class TrainStep:
             self.b[l] = self._pointer(intercepts[l], (self.sizes[l + 1],), keep)
             self.db[l] = self._pointer(dintercepts[l], (self.sizes[l + 1],), keep)
         for l in range(L + 1):
-            self.a[l] = self._pointer(a[l], (self.rows, self.sizes[l]), keep)
+            self.a[l] = (NULL if l == 0 and no_input else
+                         self._pointer(a[l], (self.rows, self.sizes[l]), keep))
             self.d[l] = NULL if l == 0 else self._pointer(d[l], (self.rows, self.sizes[l]), keep)
         self.y = self._pointer(y, (self.rows, self.sizes[L]), keep)
         self._keep = keep
@@ -267,6 +290,9 @@ cdef class TrainStep:
         n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else -1
         if n < 1:
             raise ValueError("TrainStep.bind: X must be a non-empty 2-D array")
+        if self.a[0] == NULL:
+            raise ValueError("TrainStep.bind: this step has no input buffer (a[0] is None): "
+                             "it takes sparse data only (bind_csr)")
         if X.dtype == self.dtype and x_scale == 1:
             src = -1
         elif X.dtype in (np.uint8, np.float32, np.float64):
@@ -283,6 +309,57 @@ cdef class TrainStep:
         self.W = NULL if W is None else self._pointer(W, (n,), keep, False)
         self.X = <const void *><size_t>X.ctypes.data
         self.x_src, self.x_scale = src, x_scale
+        self.x_sparse = False
+        self.n_data = n
+        self._data = keep
+
+    def bind_csr(self, data, indices, indptr, Y, double x_scale=1.0, W=None):
+        """Use the CSR matrix X (data, indices, indptr) of shape (N, sizes[0]) and Y (N,
+        sizes[-1]) as the training data, as `bind` does for a dense X; each non-zero is
+        multiplied by x_scale as the first layer reads it. data: 1-D of the step's dtype;
+        indices, indptr: 1-D, both int32 or both int64; indptr has N + 1 >= 2 entries. All
+        C-contiguous. The structure is checked here once (O(N + nnz)): every row's indptr
+        range must lie in order inside data and indices, every column index in [0,
+        sizes[0]). Duplicate and unsorted column indices are allowed (they add up)."""
+        keep = []
+        for name, arr in (("data", data), ("indices", indices), ("indptr", indptr)):
+            if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.flags.c_contiguous):
+                raise ValueError(f"TrainStep.bind_csr: {name} must be a C-contiguous 1-D "
+                                 f"array, got {type(arr).__name__} "
+                                 f"{getattr(arr, 'shape', '')}")
+        if data.dtype != self.dtype:
+            raise ValueError(f"TrainStep.bind_csr: data must be {self.dtype}, got {data.dtype}")
+        if not (indices.dtype == indptr.dtype and indices.dtype in (np.int32, np.int64)):
+            raise ValueError(f"TrainStep.bind_csr: indices and indptr must both be int32 or "
+                             f"both int64, got {indices.dtype} and {indptr.dtype}")
+        cdef Py_ssize_t n = indptr.shape[0] - 1, bad
+        if n < 1:
+            raise ValueError(f"TrainStep.bind_csr: X needs at least one row (indptr of >= 2 "
+                             f"entries), got indptr of {indptr.shape[0]}")
+        cdef bint idx64 = indices.dtype == np.int64
+        cdef const void *xi = <const void *><size_t>indices.ctypes.data
+        cdef const void *xp = <const void *><size_t>indptr.ctypes.data
+        cdef Py_ssize_t n_cols = self.sizes[0]
+        cdef Py_ssize_t nnz_max = min(data.shape[0], indices.shape[0])
+        with nogil:
+            if idx64:
+                bad = _csr_bad_row(<const int64_t *>xi, <const int64_t *>xp, n, n_cols,
+                                   nnz_max, NULL, n)
+            else:
+                bad = _csr_bad_row(<const int32_t *>xi, <const int32_t *>xp, n, n_cols,
+                                   nnz_max, NULL, n)
+        if bad >= 0:
+            raise ValueError(f"TrainStep.bind_csr: row {bad} is invalid: its indptr range "
+                             f"[{indptr[bad]}, {indptr[bad + 1]}) must lie in [0, {nnz_max}] "
+                             f"in order and its column indices in [0, {n_cols})")
+        keep += [data, indices, indptr]
+        self.Y = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        self.W = NULL if W is None else self._pointer(W, (n,), keep, False)
+        self.X = NULL
+        self.x_data = <const void *><size_t>data.ctypes.data
+        self.x_indices, self.x_indptr, self.x_idx64 = xi, xp, idx64
+        self.x_src, self.x_scale = -1, x_scale
+        self.x_sparse = True
         self.n_data = n
         self._data = keep
 
@@ -347,6 +424,8 @@ cdef class TrainStep:
     def release(self):
         """Forget the bound data and the optimizer (they are no longer kept alive)."""
         self.X = self.Y = self.W = NULL
+        self.x_data = self.x_indices = self.x_indptr = NULL
+        self.x_sparse = False
         self.n_data = 0
         self._data = None
         self.set_optimizer("none")
@@ -391,6 +470,11 @@ cdef class TrainStep:
         call.X = X
         call.Y = Y
         call.W = W
+        call.sparse = self.x_sparse
+        call.idx64 = self.x_idx64
+        call.x_data = self.x_data
+        call.x_indices = self.x_indices
+        call.x_indptr = self.x_indptr
         call.idx = &idx[0]
         call.n = n
         call.update = t > 0
@@ -452,6 +536,11 @@ cdef struct StepCall:
     const void *X
     const void *Y
     const void *W
+    bint sparse                 # X is the CSR (x_data, x_indices, x_indptr) instead
+    bint idx64                  # ... with int64 indices / indptr (else int32)
+    const void *x_data
+    const void *x_indices
+    const void *x_indptr
     const Py_ssize_t *idx
     Py_ssize_t n
     bint update
@@ -466,9 +555,35 @@ cdef void _task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
 
 
 cdef void _task_run(StepCall *call, int tid, int nthreads, floating kind) noexcept nogil:
-    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call.X, call.Y, call.W,
-                                             call.idx, call.n, call.update, tid, nthreads,
-                                             kind)
+    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call, call.X, call.Y,
+                                             call.W, call.idx, call.n, call.update, tid,
+                                             nthreads, kind)
+
+
+cdef inline void _sparse_forward(const StepCall *c, floating *z, const Py_ssize_t *rows,
+                                 Py_ssize_t n, const floating *w, Py_ssize_t m,
+                                 floating scale) noexcept nogil:
+    """z (n, m) := scale * X[rows] @ w for the bound CSR X (its index type's kernel)."""
+    if c.idx64:
+        _csr_matmul(z, m, <const floating *>c.x_data, <const int64_t *>c.x_indices,
+                    <const int64_t *>c.x_indptr, rows, n, w, m, scale)
+    else:
+        _csr_matmul(z, m, <const floating *>c.x_data, <const int32_t *>c.x_indices,
+                    <const int32_t *>c.x_indptr, rows, n, w, m, scale)
+
+
+cdef inline void _sparse_scatter(const StepCall *c, floating *dw, Py_ssize_t ldw,
+                                 const floating *dz, Py_ssize_t ldz, const Py_ssize_t *rows,
+                                 Py_ssize_t n, Py_ssize_t m, floating scale) noexcept nogil:
+    """dw (n_in, m), rows ldw apart += scale * X[rows].T @ dz (n, m), rows ldz apart."""
+    if c.idx64:
+        _csr_scatter(dw, ldw, dz, ldz, <const floating *>c.x_data,
+                     <const int64_t *>c.x_indices, <const int64_t *>c.x_indptr, rows, n, m,
+                     scale)
+    else:
+        _csr_scatter(dw, ldw, dz, ldz, <const floating *>c.x_data,
+                     <const int32_t *>c.x_indices, <const int32_t *>c.x_indptr, rows, n, m,
+                     scale)
 
 
 cdef inline double _sum(const double *x, int n) noexcept nogil:
@@ -499,9 +614,9 @@ cdef Py_ssize_t _correct(int loss, const floating *z, const floating *y, Py_ssiz
     return count
 
 
-cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
-                 const Py_ssize_t *idx, Py_ssize_t n, bint update, int tid, int T,
-                 floating kind) noexcept nogil:
+cdef double _run(TrainStep s, const StepCall *c, const void *X, const void *Y,
+                 const void *W, const Py_ssize_t *idx, Py_ssize_t n, bint update, int tid,
+                 int T, floating kind) noexcept nogil:
     """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
     forward, loss gradient, backward and, with `update`, each layer's update once its
     gradients and dX are done. Returns this thread's part of the summed loss. When the
@@ -516,6 +631,9 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
     threads wrote: before a forward layer unless it and the one before are split by
     rows, before the loss unless the last layer is split by rows, after the loss and
     after each backward layer.
+    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0, as the
+    update splits them); layer 0's forward pass is split by rows of the batch; its dW by
+    output units (the same columns as db), with a barrier before W0's update.
     """
     cdef Py_ssize_t L = s.n_layers, l, r0, r1, c0, c1, i0, i1, m
     cdef Py_ssize_t *sz = s.sizes
@@ -532,10 +650,17 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
     cdef bint prof = s.profile and tid == 0
     cdef long long t = _now() if prof else 0
     cdef bint by_rows, prev_by_rows = True           # the gather is split by rows
+    cdef bint sparse = c.sparse
     nnf_part(n, tid, T, 1, &r0, &r1)
     m = sz[L]
+    if sparse:                             # dW0 is a scatter-add: it starts from zero
+        nnf_part(sz[0], tid, T, align, &i0, &i1)
+        if i1 > i0:
+            memset(dw[0] + i0 * sz[1], 0, (i1 - i0) * sz[1] * sizeof(floating))
     if r1 > r0:
-        if s.x_src < 0:
+        if sparse:
+            pass                           # layer 0 reads the CSR rows itself
+        elif s.x_src < 0:
             _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
         else:
             _gather_convert(a[0] + r0 * sz[0], X, s.x_src, idx + r0, r1 - r0, sz[0],
@@ -548,13 +673,19 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
         # Split by rows when the batch is taller than the layer is wide: each thread then
         # packs w[l] (sz[l] x sz[l+1]) rather than the whole batch's a[l] (n x sz[l]) for
         # BLAS, and needs only its own rows of a[l]. Otherwise by output columns.
-        by_rows = T > 1 and n >= 2 * sz[l + 1]
+        # A sparse first layer always by rows: each row of its output reads only that
+        # row's non-zeros.
+        by_rows = (sparse and l == 0) or (T > 1 and n >= 2 * sz[l + 1])
         if not (by_rows and prev_by_rows):
             nnf_barrier(T)                               # all of a[l] is needed
         if by_rows:
-            if r1 > r0:
+            if r1 > r0 and sparse and l == 0:
+                _sparse_forward(c, a[1] + r0 * sz[1], idx + r0, r1 - r0, w[0], sz[1],
+                                <floating>s.x_scale)
+            elif r1 > r0:
                 gemm_rm(False, False, r1 - r0, sz[l + 1], sz[l], 1, a[l] + r0 * sz[l], sz[l],
                         w[l], sz[l + 1], 0, a[l + 1] + r0 * sz[l + 1], sz[l + 1])
+            if r1 > r0:
                 _mark(prof, s, P_GEMM_FWD, &t)
                 _bias_act(a[l + 1] + r0 * sz[l + 1], b[l], r1 - r0, sz[l + 1], sz[l + 1],
                           s.codes[l] if l < L - 1 else ACT_LINEAR_)
@@ -591,13 +722,19 @@ cdef double _run(TrainStep s, const void *X, const void *Y, const void *W,
     for l in range(L - 1, -1, -1):
         nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
         nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units
-        if i1 > i0:                                    # dw[i0:i1] = scale a[l][:, i0:i1].T d
+        if sparse and l == 0:                          # dw[:, c0:c1] += X[idx].T d[:, c0:c1]
+            if c1 > c0:
+                _sparse_scatter(c, dw[0] + c0, sz[1], d[1] + c0, sz[1], idx, n, c1 - c0,
+                                <floating>(s.x_scale * <double>scale))
+        elif i1 > i0:                                  # dw[i0:i1] = scale a[l][:, i0:i1].T d
             gemm_rm(True, False, i1 - i0, sz[l + 1], n, scale, a[l] + i0, sz[l], d[l + 1],
                     sz[l + 1], 0, dw[l] + i0 * sz[l + 1], sz[l + 1])
         _mark(prof, s, P_GEMM_DW, &t)
         if c1 > c0:
             _col_sum(db[l] + c0, d[l + 1] + c0, n, c1 - c0, sz[l + 1], scale)
         _mark(prof, s, P_DB, &t)
+        if sparse and l == 0 and update:
+            nnf_barrier(T)                # all columns of dw[0][i0:i1] before its update
         if l > 0 and i1 > i0:                          # d[l][:, i0:i1] = d @ w[l][i0:i1].T
             gemm_rm(False, True, n, i1 - i0, sz[l + 1], 1, d[l + 1], sz[l + 1],
                     w[l] + i0 * sz[l + 1], sz[l + 1], 0, d[l] + i0, sz[l])

@@ -1,5 +1,6 @@
 /* Hot elementwise loops: bias + activation, activation backward, dropout, column sums,
- * and the optimizers, compiled once per x86-64 level.
+ * the products with a sparse (CSR) input and the optimizers, compiled once per x86-64
+ * level.
  *
  * target_clones builds each function for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and a
  * baseline, and picks one at load time, so a distributable build (no -march=native)
@@ -396,6 +397,105 @@ NNF_GATHER_CONVERT(nnf_gather_f32_f64, float, double)
 NNF_GATHER_CONVERT(nnf_gather_f64_u8, double, uint8_t)
 NNF_GATHER_CONVERT(nnf_gather_f64_f32, double, float)
 NNF_GATHER_CONVERT(nnf_gather_f64_f64, double, double)
+
+/* ------------------------------------------------------------------ sparse (CSR) input
+ * X is a CSR matrix: row r's non-zeros are data[k], in column indices[k], for k in
+ * [indptr[r], indptr[r + 1]); index type I (int32 or int64, as scipy stores them). The
+ * caller checked every index. Duplicate or unsorted column indices need nothing special:
+ * each non-zero adds its own term, as scipy's toarray() sums duplicates.
+ *
+ * z (n, m), rows ldz apart := scale * X[rows] @ w, w (n_in, m) rows ldw apart: for each
+ * batch row, the rows of w of its non-zeros, weighted, summed in the order of the
+ * non-zeros (one row of z in registers / L1, each w row read once). */
+/* The rows of w (dw) that a batch's non-zeros pick are scattered over a matrix far larger
+ * than the caches: each one misses. Prefetching the row of the non-zero NNF_CSR_AHEAD
+ * ahead (within the same CSR row) keeps several misses in flight; measured on 100,000 x
+ * 64 float32 weights, 200-row batches of ~48 non-zeros (AMD EPYC Zen 3, 1 thread): the
+ * forward product 1.0 -> 0.38 ms a step, the scatter 0.51 -> 0.31 ms. */
+#define NNF_CSR_AHEAD 8
+#define NNF_CSR_MATMUL(NAME, T, I)                                                     \
+    static NNF_CLONES void NAME(T *restrict z, ptrdiff_t ldz, const T *restrict data,  \
+                                const I *restrict indices, const I *restrict indptr,   \
+                                const ptrdiff_t *restrict rows, ptrdiff_t n,           \
+                                const T *restrict w, ptrdiff_t ldw, ptrdiff_t m,       \
+                                T scale)                                               \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            T *restrict zr = z + i * ldz;                                              \
+            const ptrdiff_t end = (ptrdiff_t)indptr[rows[i] + 1];                      \
+            for (ptrdiff_t j = 0; j < m; j++)                                          \
+                zr[j] = 0;                                                             \
+            for (ptrdiff_t k = (ptrdiff_t)indptr[rows[i]]; k < end; k++) {             \
+                if (k + NNF_CSR_AHEAD < end)                                           \
+                    nnf_prefetch_row((const char *)(w + (ptrdiff_t)indices[k + NNF_CSR_AHEAD] \
+                                                    * ldw), (size_t)m * sizeof(T));    \
+                const T v = data[k] * scale;                                           \
+                const T *restrict wr = w + (ptrdiff_t)indices[k] * ldw;                \
+                for (ptrdiff_t j = 0; j < m; j++)                                      \
+                    zr[j] += v * wr[j];                                                \
+            }                                                                          \
+        }                                                                              \
+    }
+NNF_CSR_MATMUL(nnf_csr_matmul_f32_i32, float, int32_t)
+NNF_CSR_MATMUL(nnf_csr_matmul_f32_i64, float, int64_t)
+NNF_CSR_MATMUL(nnf_csr_matmul_f64_i32, double, int32_t)
+NNF_CSR_MATMUL(nnf_csr_matmul_f64_i64, double, int64_t)
+
+/* dw[indices[k], 0:m] += (scale * data[k]) * dz[i, 0:m] for every non-zero k of row
+ * rows[i], batch rows in order: dw += scale * X[rows].T @ dz, a scatter-add; dw (n_in, m)
+ * rows ldw apart, dz (n, m) rows ldz apart (m columns of wider arrays: a thread passes its
+ * own block of columns). Each entry of dw sums its terms in batch order, whatever the
+ * block, so the result does not depend on how the columns are split over threads. */
+#define NNF_CSR_SCATTER(NAME, T, I)                                                    \
+    static NNF_CLONES void NAME(T *restrict dw, ptrdiff_t ldw, const T *restrict dz,   \
+                                ptrdiff_t ldz, const T *restrict data,                 \
+                                const I *restrict indices, const I *restrict indptr,   \
+                                const ptrdiff_t *restrict rows, ptrdiff_t n,           \
+                                ptrdiff_t m, T scale)                                  \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            const T *restrict dr = dz + i * ldz;                                       \
+            const ptrdiff_t end = (ptrdiff_t)indptr[rows[i] + 1];                      \
+            for (ptrdiff_t k = (ptrdiff_t)indptr[rows[i]]; k < end; k++) {             \
+                if (k + NNF_CSR_AHEAD < end)                                           \
+                    nnf_prefetch_row((const char *)(dw + (ptrdiff_t)indices[k + NNF_CSR_AHEAD] \
+                                                    * ldw), (size_t)m * sizeof(T));    \
+                const T v = data[k] * scale;                                           \
+                T *restrict wr = dw + (ptrdiff_t)indices[k] * ldw;                     \
+                for (ptrdiff_t j = 0; j < m; j++)                                      \
+                    wr[j] += v * dr[j];                                                \
+            }                                                                          \
+        }                                                                              \
+    }
+NNF_CSR_SCATTER(nnf_csr_scatter_f32_i32, float, int32_t)
+NNF_CSR_SCATTER(nnf_csr_scatter_f32_i64, float, int64_t)
+NNF_CSR_SCATTER(nnf_csr_scatter_f64_i32, double, int32_t)
+NNF_CSR_SCATTER(nnf_csr_scatter_f64_i64, double, int64_t)
+
+/* Position i of the first of rows[0:n] (rows NULL: 0..n-1) that the kernels above cannot
+ * read safely, or -1 when none: the row must be in [0, n_rows), its range [indptr[r],
+ * indptr[r + 1]) ordered and inside [0, nnz_max) (nnz_max: the length of indices and
+ * data), and its column indices in [0, n_cols). Only what the kernels read is checked. */
+#define NNF_CSR_BAD_ROW(NAME, I)                                                       \
+    static ptrdiff_t NAME(const I *restrict indices, const I *restrict indptr,         \
+                          ptrdiff_t n_rows, ptrdiff_t n_cols, ptrdiff_t nnz_max,       \
+                          const ptrdiff_t *restrict rows, ptrdiff_t n)                 \
+    {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            const ptrdiff_t r = rows != NULL ? rows[i] : i;                            \
+            if (r < 0 || r >= n_rows)                                                  \
+                return i;                                                              \
+            const ptrdiff_t lo = (ptrdiff_t)indptr[r], hi = (ptrdiff_t)indptr[r + 1];  \
+            if (lo < 0 || hi < lo || hi > nnz_max)                                     \
+                return i;                                                              \
+            for (ptrdiff_t k = lo; k < hi; k++)                                        \
+                if (indices[k] < 0 || (ptrdiff_t)indices[k] >= n_cols)                 \
+                    return i;                                                          \
+        }                                                                              \
+        return -1;                                                                     \
+    }
+NNF_CSR_BAD_ROW(nnf_csr_bad_row_i32, int32_t)
+NNF_CSR_BAD_ROW(nnf_csr_bad_row_i64, int64_t)
 
 /* Adam/AdamW over p[0:n]: m := beta1 m + c1 g, v := beta2 v + c2 g^2 in place;
  * p := decay * p - step_size * m / (sqrt(v * inv_bc2) + eps), decay = 1 - lr * weight_decay.

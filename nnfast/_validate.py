@@ -10,6 +10,8 @@ import tempfile
 
 import numpy as np
 
+from ._sparse import dense_only
+
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
 _FINITE_CHUNK = 1 << 20          # entries per isfinite() pass: bounded temporary memory
 
@@ -44,6 +46,7 @@ def _as_numeric_array(a, name):
     """np.asarray(a) with a numeric (bool/int/float) dtype, else TypeError."""
     if a is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
+    dense_only(a, name)              # scipy.sparse: X has its own path (nnfast._sparse)
     try:
         arr = np.asarray(a)
     except (ValueError, TypeError) as exc:          # ragged lists and the like

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels as K
 from . import _validate
+from ._sparse import CSRInput, check_sparse, is_sparse
 from ._step import TrainStep
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
@@ -92,11 +93,14 @@ class _DeferredInterrupt:
 class _Workspace:
     """Activations a[l] (a[0] is the input batch), deltas d[l] and targets y for up to
     `rows` samples, and the compiled training step over them and the given gradient
-    arrays; a short batch uses the leading rows, which stay C-contiguous."""
+    arrays; a short batch uses the leading rows, which stay C-contiguous. `sparse`: for
+    sparse input only, no input batch (a[0] is None): the step reads the CSR rows."""
 
-    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True):
+    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True, sparse=False):
         self.rows = rows
-        self.a = [np.empty((rows, s), net.dtype) for s in net.sizes]
+        self.sparse = sparse
+        self.a = [None if sparse and l == 0 else np.empty((rows, s), net.dtype)
+                  for l, s in enumerate(net.sizes)]
         self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
         self.y = np.empty((rows, net.sizes[-1]), net.dtype)
         self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
@@ -332,7 +336,10 @@ class Network:
     def _inputs(self, X, name="X", allow_empty=False):
         """X checked, as (n, n_features) to read from: files (.npy paths, np.memmap) and
         uint8 arrays as they are, converted a mini-batch or chunk at a time; anything
-        else converted once (`_X`). No samples only with `allow_empty` (prediction)."""
+        else converted once (`_X`). No samples only with `allow_empty` (prediction).
+        scipy.sparse X: checked and converted to CSR once, never densified."""
+        if is_sparse(X):
+            return check_sparse(X, self.sizes[0], self.dtype, self.input_scale, name)
         src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name,
                                allow_empty)
         return self._X(X, name, allow_empty) if src is None else src
@@ -356,17 +363,26 @@ class Network:
         rows = min(n, PREDICT_CHUNK)
         bufs = [np.empty((rows, s), self.dtype) for s in self.sizes[1:-1]]
         codes = self._hidden_codes + [last_code]
-        convert = X.dtype != self.dtype or self.input_scale != 1
+        sparse = isinstance(X, CSRInput)
+        convert = not sparse and (X.dtype != self.dtype or self.input_scale != 1)
         if convert:                             # with the training step's own gather
             x_buf = np.empty((rows, self.sizes[0]), self.dtype)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            a = X[start:stop]
+            first = 0
+            if sparse:                          # layer 0 reads the CSR rows directly
+                a = out[start:stop] if self.n_layers == 1 else bufs[0][:stop - start]
+                K.sparse_dense_forward(a, X.data, X.indices, X.indptr,
+                                       np.arange(start, stop, dtype=np.intp), self.coefs[0],
+                                       self.intercepts[0], codes[0], self.input_scale)
+                first = 1
+            else:
+                a = X[start:stop]
             if convert:
                 a = x_buf[:stop - start]
                 K.gather_rows_scaled(a, X, np.arange(start, stop, dtype=np.intp),
                                      self.input_scale)
-            for l in range(self.n_layers):
+            for l in range(first, self.n_layers):
                 nxt = out[start:stop] if l == self.n_layers - 1 else bufs[l][:stop - start]
                 K.dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
                 a = nxt
@@ -377,7 +393,9 @@ class Network:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features); n_samples may be 0
+        X : array-like or scipy.sparse matrix / array of shape (n_samples, n_features)
+            Everything `fit` takes (sparse input too, never densified); n_samples may
+            be 0 (not for sparse input).
 
         Returns
         -------
@@ -496,9 +514,9 @@ class Network:
                                  f"{dropout_seed}")
         views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
         ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views],
-                        dropout=dropout_seed is not None)
+                        dropout=dropout_seed is not None, sparse=isinstance(X, CSRInput))
         ws.step.dropout_seed = dropout_seed or 0
-        ws.step.bind(X, Y, self.input_scale)
+        self._bind(ws.step, X, Y)
         with single_threaded_blas() as team:
             ws.step.threads = team
             loss = ws.step.step(np.arange(n, dtype=np.intp))
@@ -506,10 +524,22 @@ class Network:
 
     # ------------------------------------------------------------ training
 
-    def _get_workspace(self, rows):
-        if self._workspace is None or self._workspace.rows != rows:
-            self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts)
+    def _get_workspace(self, rows, sparse=False):
+        """The training workspace for batches of up to `rows` (kept between fits); one
+        for dense input serves sparse input too, not the other way round."""
+        ws = self._workspace
+        if ws is None or ws.rows != rows or (ws.sparse and not sparse):
+            self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts,
+                                         sparse=sparse)
         return self._workspace
+
+    def _bind(self, step, X, Y, W=None):
+        """Bind checked training data to a compiled step: a CSRInput with bind_csr (the
+        first layer reads its rows), arrays with bind."""
+        if isinstance(X, CSRInput):
+            step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W)
+        else:
+            step.bind(X, Y, self.input_scale, W)
 
     def _train_step(self, step, idx, optimizer, dist=None, interrupted=False, weight=None):
         """One mini-batch of the data bound to `step` (configured with `optimizer`):
@@ -554,6 +584,9 @@ class Network:
             Files, memmaps and uint8 arrays are read in place: each mini-batch is gathered,
             converted and scaled (input_scale) on its own, so data larger than memory
             trains (at the speed of the disk when it is not in the page cache).
+            A scipy.sparse matrix or array (CSR or CSC; other formats are converted to
+            CSR once) is never densified: the first layer reads each mini-batch's rows
+            from the CSR arrays, so memory stays close to the weights plus the data.
         y : array-like (or path to a .npy file)
             softmax: int labels (n_samples,) or one-hot (n_samples, n_out); sigmoid: 0/1
             (n_samples,) for one unit, else (n_samples, n_out); linear: (n_samples,) for
@@ -685,7 +718,8 @@ class Network:
                                "train one network from one thread at a time")
         try:
             rows = min(batch_size, n)
-            ws = self._get_workspace(rows if dist is None else -(-rows // dist.size))
+            ws = self._get_workspace(rows if dist is None else -(-rows // dist.size),
+                                     sparse=isinstance(X, CSRInput))
             # All input checked, buffers allocated: from here on the network changes.
             optimizer._prepare(self)
             if not shuffle:
@@ -697,7 +731,7 @@ class Network:
             hist = History()
             if dist is not None:
                 dist.broadcast_start(self, optimizer, order)
-            ws.step.bind(X, Y, self.input_scale, W)
+            self._bind(ws.step, X, Y, W)
             optimizer._configure(ws.step, self)
             ws.step.dropout_seed = (self._dropout_seed if dist is None else
                                     rank_dropout_seed(self._dropout_seed, dist.rank))

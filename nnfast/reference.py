@@ -36,6 +36,11 @@ def dense_forward(a, x, w, b, act):
     if b.shape != (w.shape[1],):
         raise ValueError(f"dense_forward: shape mismatch: w {w.shape}, b {b.shape}")
     np.matmul(x, w, out=a)
+    _bias_activation(a, b, act)
+
+
+def _bias_activation(a, b, act):
+    """a := act(a + b) in place (softmax along rows)."""
     a += b
     if act == ACT_RELU:
         np.maximum(a, 0, out=a)
@@ -49,6 +54,25 @@ def dense_forward(a, x, w, b, act):
         a -= a.max(axis=1, keepdims=True)
         np.exp(a, out=a)
         a /= a.sum(axis=1, keepdims=True)
+
+
+def _csr(data, indices, indptr, n_cols):
+    """The scipy CSR matrix of the arrays (shared, not copied; duplicates kept)."""
+    from scipy import sparse
+    return sparse.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_cols),
+                             copy=False)
+
+
+def sparse_dense_forward(a, data, indices, indptr, rows, w, b, act, x_scale=1):
+    """a := act(x_scale * X[rows] @ w + b), X the CSR matrix (data, indices, indptr) of
+    shape (len(indptr) - 1, w.shape[0]); scipy's sparse product in the arrays' dtype."""
+    if not 0 <= act <= ACT_SOFTMAX:
+        raise ValueError(f"sparse_dense_forward: unknown activation code {act}")
+    if rows.shape[0] == 0:
+        return
+    x = _csr(data, indices, indptr, w.shape[0])[rows] * data.dtype.type(x_scale)
+    a[...] = x @ w
+    _bias_activation(a, b, act)
 
 
 # ---------------------------------------------------------------- backward
@@ -156,6 +180,17 @@ def linear_backward_params(dw, db, dz, x, scale):
     dw *= scale
     np.sum(dz, axis=0, out=db)
     db *= scale
+
+
+def sparse_linear_backward_params(dw, db, dz, data, indices, indptr, rows, x_scale, scale):
+    """dw := scale * (x_scale * X[rows]).T @ dz;  db := scale * dz.sum(axis=0), X the CSR
+    matrix (data, indices, indptr); scipy's sparse product. Outputs are overwritten."""
+    if rows.shape[0] == 0:
+        raise ValueError("sparse_linear_backward_params: empty batch")
+    x = _csr(data, indices, indptr, dw.shape[0])[rows] * data.dtype.type(x_scale)
+    dw[...] = (x.T @ dz) * dw.dtype.type(scale)
+    np.sum(dz, axis=0, out=db)
+    db *= db.dtype.type(scale)
 
 
 def linear_backward_input(dx, dz, w):

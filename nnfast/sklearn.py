@@ -42,6 +42,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._sparse import dense_only as _dense_only
 from ._validate import check_int, check_number, sample_weights
 from .callbacks import Callback, EarlyStopping
 from .network import Network
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["NNClassifier", "NNRegressor"]
 
 _MAX_SEED = np.iinfo(np.int32).max
+# Sparse X: CSR and CSC as they are (the network reads CSC as CSR after one conversion),
+# other formats converted to CSR by validate_data; never densified.
+_SPARSE = ["csr", "csc"]
 # dtype=None: scikit-learn's rule. float32 X stays float32, any other X becomes float64
 # (validate_data keeps a dtype of this list and converts the rest to the first).
 _FOLLOW_X = (np.float64, np.float32)
@@ -218,7 +222,9 @@ class _NNBase(BaseEstimator):
         if warm:
             dtype = self.network_.dtype
         X, y = validate_data(self, X, y, reset=not warm, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=isinstance(self, RegressorMixin))
+                             accept_sparse=_SPARSE, multi_output=True,
+                             y_numeric=isinstance(self, RegressorMixin))
+        _dense_only(y, "y")
         Y, output, n_out, fitted = self._targets(y, first=not warm)
         weights = self._weights(y, sample_weight, first=True)
         rng = check_random_state(self.random_state)
@@ -295,7 +301,9 @@ class _NNBase(BaseEstimator):
         if not first:
             dtype = self.network_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=isinstance(self, RegressorMixin))
+                             accept_sparse=_SPARSE, multi_output=True,
+                             y_numeric=isinstance(self, RegressorMixin))
+        _dense_only(y, "y")
         Y, output, n_out, fitted = self._targets(y, first, classes)
         if first:
             for key, value in fitted.items():      # the class weights need classes_
@@ -322,7 +330,8 @@ class _NNBase(BaseEstimator):
         """The network's output on X (softmax / sigmoid probabilities, or values), in the
         network's dtype."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self.network_.dtype, order="C")
+        X = validate_data(self, X, reset=False, dtype=self.network_.dtype, order="C",
+                          accept_sparse=_SPARSE)
         return self.network_.forward(X)
 
     def _to_onnx(self, path):
@@ -331,6 +340,11 @@ class _NNBase(BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True          # scipy.sparse X (never densified)
+        return tags
 
 
 _PARAMETERS_DOC = """
@@ -539,7 +553,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels, or (n_samples, n_labels) of 0/1
             for multi-label classification
         sample_weight : array-like of shape (n_samples,), optional
@@ -560,7 +574,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
         classes : array-like of shape (n_classes,)
             All the labels; needed on the first call (without an earlier fit), optional
@@ -653,7 +667,7 @@ class NNRegressor(RegressorMixin, _NNBase):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), optional
             Weights (>= 0): a mini-batch's loss is sum(w_i * l_i) / sum(w_i).
@@ -672,7 +686,7 @@ class NNRegressor(RegressorMixin, _NNBase):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs), as on the first call
         sample_weight : array-like of shape (n_samples,), optional
 

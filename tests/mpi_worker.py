@@ -16,8 +16,13 @@ def data(n=203, seed=0):
     return X, y
 
 
-def train(comm, optimizer, batch_size, dtype=np.float64, **kw):
+def train(comm, optimizer, batch_size, dtype=np.float64, zeros=None, **kw):
     X, y = data()
+    if zeros is not None:              # half the entries 0: as a scipy CSR matrix, or dense
+        X[np.abs(X) < 0.7] = 0
+        if zeros == "csr":
+            from scipy import sparse
+            X = sparse.csr_matrix(X)
     net = nf.Network([12, 16, 8, 3], hidden=["tanh", "relu"], dtype=dtype, seed=5)
     hist = net.fit(X, y, epochs=3, batch_size=batch_size, optimizer=optimizer,
                    verbose=False, comm=comm, **kw)
@@ -39,7 +44,10 @@ def main():
                                                                   nesterov=True,
                                                                   weight_decay=1e-3)
         kw = {}
-        if sys.argv[5:] == ["weighted"]:       # sample weights, some of them 0
+        for zeros in ("csr", "dense"):
+            if zeros in sys.argv[5:]:
+                kw["zeros"] = zeros
+        if "weighted" in sys.argv[5:]:         # sample weights, some of them 0
             weights = np.random.default_rng(1).uniform(0, 3, data()[0].shape[0])
             weights[::7] = 0
             kw["sample_weight"] = weights

@@ -72,6 +72,24 @@ def test_two_ranks_with_sample_weights_train_like_one_process(tmp_path, batch):
     np.testing.assert_allclose(h0["loss"], hs["loss"], rtol=1e-10)
 
 
+@pytest.mark.parametrize("weighted", [[], ["weighted"]], ids=["plain", "weighted"])
+def test_two_ranks_on_sparse_input_train_like_two_ranks_on_the_same_data_dense(tmp_path,
+                                                                              weighted):
+    pytest.importorskip("scipy")
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    out = run("parallel", dense, "adam", 31, "dense", *weighted)
+    assert out.returncode == 0, out.stderr
+    proc = run("parallel", tmp_path, "adam", 31, "csr", *weighted)
+    assert proc.returncode == 0, proc.stderr
+    p0, h0 = results(tmp_path, 0)
+    p1, _ = results(tmp_path, 1)
+    pd, hd = results(dense, 0)
+    assert np.array_equal(p0, p1)                       # bit-identical across ranks
+    np.testing.assert_allclose(p0, pd, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h0["batch_loss"], hd["batch_loss"], rtol=1e-10)
+
+
 def test_a_rank_with_bad_data_stops_every_rank_with_a_clear_error(tmp_path):
     proc = run("bad_shard", tmp_path)
     assert proc.returncode != 0

@@ -31,7 +31,7 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
             tests/test_network.py tests/test_optim.py tests/test_gradcheck.py \
             tests/test_hostile.py tests/test_dropout.py tests/test_out_of_core.py \
             tests/test_progress.py tests/test_pickle.py tests/test_sample_weight.py \
-            tests/test_batch_invariance.py \
+            tests/test_batch_invariance.py tests/test_sparse.py \
             -k "not subprocess and not larger_than_its_memory_limit")
 fi
 
@@ -55,6 +55,10 @@ for hidden, output, dtype in (("relu", "softmax", np.float32), ("tanh", "sigmoid
     net.fit(X, target, epochs=2, batch_size=32, verbose=False)
     net.fit(X, target, epochs=1, batch_size=7, optimizer=nf.SGD(lr=0.1, momentum=0.9), verbose=False)
     net.fit(X, target, epochs=1, batch_size=32, sample_weight=rng.uniform(0, 2, 300), verbose=False)
+    import scipy.sparse
+    S = scipy.sparse.random(300, 20, density=0.2, format="csr", random_state=0, dtype=np.float64)
+    net.fit(S, target, epochs=1, batch_size=32, verbose=False)          # the CSR first layer
+    assert np.isfinite(net.predict_proba(S)).all()
     assert np.isfinite(net.predict_proba(X)).all()
     nf.gradcheck(nf.Network([5, 4, 3], hidden=hidden, output=output, dtype=np.float64),
                  X[:7, :5].astype(np.float64), target[:7, :3] if output == "sigmoid" else y[:7] % 3)
