@@ -54,19 +54,6 @@ HIDDEN = 64
 BATCH = 200
 
 
-def cpu_model():
-    """The 'model name' of /proc/cpuinfo (or the platform's processor string)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
-
-
 def make_data(case, seed=0):
     """(X_train, y_train, X_test, y_test): a TF-IDF-like float32 CSR and int labels."""
     from scipy import sparse
@@ -199,7 +186,6 @@ def main(argv=None):
     if args.quick:
         args.case, args.epochs, args.rounds = "quick", 1, 1
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
-    print(f"cpu: {cpu_model()}")
     print("\n".join(_common.environment_report()))
     print(f"workload: one hidden layer of {HIDDEN} relu, softmax-CE, Adam 1e-3, batch "
           f"{BATCH}, float32, {args.threads} threads, {args.epochs} timed epochs after 1 "
