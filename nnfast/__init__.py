@@ -16,7 +16,8 @@ from . import callbacks, datasets, schedules
 from ._threads import get_num_threads, set_num_threads
 from .gradcheck import gradcheck
 from .io import load
-from .network import History, Network
+from .network import Network
+from .training import History
 from .optim import SGD, Adam, Optimizer
 
 __all__ = ["Network", "History", "load", "gradcheck", "SGD", "Adam", "Optimizer",

@@ -71,7 +71,7 @@ def build_model(net):
 
 def write_onnx(net, path):
     """Write `net` to the ONNX file `path`, atomically (see Network.to_onnx)."""
-    if not _validate.all_finite(net._flat_params):
+    if not _validate.all_finite(net.flat_params):
         raise ValueError("to_onnx: the network's parameters contain NaN or inf (training "
                          "diverged?); refusing to write a model that cannot be used")
     if net.n_params * 4 > MAX_BYTES:          # float32 weights in one protobuf message

@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 
-from ._sparse import dense_only
+from ._sparse import check_sparse, dense_only, is_sparse
 
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
 _FINITE_CHUNK = 1 << 20          # entries per isfinite() pass: bounded temporary memory
@@ -304,3 +304,99 @@ def _one_hot(labels, n_out, dtype, name):
     out = np.zeros((labels.shape[0], n_out), dtype=dtype)
     out[np.arange(labels.shape[0]), labels.astype(np.intp)] = 1
     return out
+
+
+# ------------------------------------------------------------------ a network's inputs
+
+def network_inputs(net, X, name="X", allow_empty=False):
+    """X checked for `net`, as (n, n_features) to read from: files (.npy paths,
+    np.memmap) and uint8 arrays as they are, converted a mini-batch or chunk at a time;
+    anything else converted once (`features`). No samples only with `allow_empty`
+    (prediction). scipy.sparse X: checked and converted to CSR once, never densified."""
+    if is_sparse(X):
+        return check_sparse(X, net.sizes[0], net.dtype, net.input_scale, name)
+    src = source(X, net.sizes[0], net.dtype, net.input_scale, name, allow_empty)
+    if src is not None:
+        return src
+    return features(X, net.sizes[0], net.dtype, name, allow_empty)
+
+
+def network_targets(net, y, n, name="y"):
+    """Targets y (an array, or a path to a .npy file) of n samples, checked for `net`."""
+    if isinstance(y, (str, os.PathLike)):
+        y = open_npy(y, name)
+    return targets(y, n, net.sizes[-1], net.output, net.dtype, name)
+
+
+def fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
+                 validation_split, callbacks, sample_weight, verbose):
+    """fit's arguments checked and converted into a FitSettings (nothing changes on
+    error)."""
+    from .optim import get_optimizer
+    from .training import FitSettings, Validation
+    epochs = check_int("fit", "epochs", epochs, 1)
+    batch_size = check_int("fit", "batch_size", batch_size, 1)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"fit: shuffle must be a bool, got {type(shuffle).__name__}")
+    optimizer = get_optimizer(optimizer)
+    callbacks = list(callbacks) if callbacks is not None else []
+    hooks = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
+    for cb in callbacks:
+        if not any(hasattr(cb, hook) for hook in hooks):
+            raise TypeError(f"fit: callbacks must have at least one of "
+                            f"{', '.join(hooks)}, got {type(cb).__name__}")
+    X = network_inputs(net, X)
+    n = X.shape[0]
+    Y = network_targets(net, y, n)
+    W = sample_weights(sample_weight, n, net.dtype)
+    val = None
+    if is_number(validation_split) and validation_split == 0:
+        validation_split = None                 # 0: no validation, as in Keras
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ValueError("fit: give validation_data or validation_split, not both")
+        if (isinstance(validation_split, bool) or not isinstance(validation_split, float)
+                or not 0 < validation_split < 1):
+            raise ValueError(f"fit: validation_split must be a float in [0, 1) (0: no "
+                             f"validation), got {validation_split!r}")
+        n_val = int(round(n * validation_split))
+        if not 1 <= n_val < n:
+            raise ValueError(f"fit: validation_split {validation_split} of {n} samples "
+                             f"leaves {n_val} for validation and {n - n_val} for training")
+        if W is not None and not W[:n - n_val].any():
+            raise ValueError(f"fit: sample_weight is zero for every one of the "
+                             f"{n - n_val} training samples left by validation_split")
+        val = Validation(X[n - n_val:], Y[n - n_val:],
+                         None if W is None or not W[n - n_val:].any() else W[n - n_val:])
+        X, Y = X[:n - n_val], Y[:n - n_val]
+        W = None if W is None else W[:n - n_val]
+    if validation_data is not None:
+        if (not isinstance(validation_data, (tuple, list))
+                or len(validation_data) not in (2, 3)):
+            raise ValueError("fit: validation_data must be a pair (X_val, y_val) or a "
+                             "triple (X_val, y_val, sample_weight_val)")
+        Xv = network_inputs(net, validation_data[0], "X_val")
+        Wv = None
+        if len(validation_data) == 3:
+            Wv = sample_weights(validation_data[2], Xv.shape[0], net.dtype,
+                                "sample_weight_val")
+        val = Validation(Xv, network_targets(net, validation_data[1], Xv.shape[0], "y_val"),
+                         Wv)
+    return FitSettings(X=X, Y=Y, W=W, validation=val, epochs=epochs, batch_size=batch_size,
+                       optimizer=optimizer, shuffle=bool(shuffle), verbose=verbose,
+                       callbacks=callbacks)
+
+
+def is_number(x):
+    """A real number, not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def check_name(owner, name, value, allowed):
+    """Return `value` after checking it is a str in `allowed`."""
+    if not isinstance(value, str):
+        raise TypeError(f"{owner}: {name} must be a name, one of {sorted(allowed)}, got "
+                        f"{type(value).__name__}")
+    if value not in allowed:
+        raise ValueError(f"{owner}: unknown {name} {value!r}; expected one of {sorted(allowed)}")
+    return value

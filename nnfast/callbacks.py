@@ -69,7 +69,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, net, optimizer):
         if self.restore_best and self._best_params is not None:
-            net._flat_params[...] = self._best_params
+            net.set_flat_params(self._best_params)
 
     def on_epoch_end(self, net, epoch, logs):
         if self.monitor not in logs:
@@ -79,7 +79,7 @@ class EarlyStopping(Callback):
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self._wait = value, epoch, 0
             if self.restore_best:
-                self._best_params = net._flat_params.copy()
+                self._best_params = net.flat_params.copy()
             return False
         self._wait += 1
         if self._wait < self.patience:

@@ -26,6 +26,7 @@ stays single-threaded during a step, as without MPI.
 mpi4py is an optional extra (``pip install nnfast[mpi]``, which brings the MPICH wheel);
 this module imports it only when a communicator is passed.
 """
+import math
 import os
 import time
 
@@ -75,17 +76,53 @@ class DataParallel:
             raise ValueError(f"fit: every rank must pass the same {what}; got "
                              + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values)))
 
-    def broadcast_start(self, net, optimizer, order):
-        """Collective: every rank takes rank 0's weights, optimizer state and step count,
-        shuffling generator, sample order and dropout counter."""
-        self.comm.Bcast(net._flat_params, root=0)
-        for state in optimizer._state.values():
-            self.comm.Bcast(state, root=0)
+    is_root = property(lambda self: self.rank == 0, doc="Rank 0 alone prints.")
+
+    def start(self, params, grads, optimizer, state, order):
+        """Collective: every rank takes rank 0's params, optimizer state and step count,
+        TrainState (shuffling generator, dropout seed and counter) and sample `order`.
+        `grads` is the flat gradient buffer with the three extra entries that travel in
+        each step's Allreduce (flat_grads_with_totals)."""
+        self.comm.Bcast(params, root=0)
+        for buf in optimizer._state_arrays():
+            self.comm.Bcast(buf, root=0)
         optimizer.t = self.comm.bcast(optimizer.t, root=0)
-        net._rng.bit_generator.state = self.comm.bcast(net._rng.bit_generator.state, root=0)
-        net._dropout_seed, net._dropout_step = self.comm.bcast(
-            (net._dropout_seed, net._dropout_step), root=0)
+        state.rng.bit_generator.state = self.comm.bcast(state.rng.bit_generator.state,
+                                                        root=0)
+        state.dropout_seed, state.dropout_step = self.comm.bcast(
+            (state.dropout_seed, state.dropout_step), root=0)
         self.comm.Bcast(order, root=0)
+        self._params, self._totals = params, grads
+
+    def batch_rows(self, rows):
+        """Rows of a global mini-batch of `rows` that one rank computes, at most."""
+        return -(-rows // self.size)
+
+    def dropout_seed(self, seed):
+        """The dropout seed of this rank: the ranks' masks must differ (rank 0 keeps
+        `seed`)."""
+        return (seed + self.rank * 0x9E3779B97F4A7C15) % 2**64
+
+    def step(self, step, idx, div, t, rule, dropout_step, threads, interrupted):
+        """Collective: this rank's contiguous part of the global mini-batch `idx`
+        (gradient summed, divided by `div`, the global batch's size or weight), ONE
+        Allreduce of the gradients with the part's loss, correct count and Ctrl-C flag,
+        then, when the global loss is finite, the update `rule` as step `t` on every
+        rank alike. Returns (mean loss, correct predictions, any rank interrupted)."""
+        lo, hi = self.part(idx.shape[0])
+        totals = self._totals                   # gradients, then loss, correct, interrupted
+        step.threads, step.dropout_step = threads, dropout_step
+        if hi > lo:
+            totals[-3] = step.step(idx[lo:hi], 0, div)
+            totals[-2] = step.correct
+        else:
+            totals[:] = 0
+        totals[-1] = 1 if interrupted else 0
+        self.allreduce(totals)
+        loss = float(totals[-3]) / div
+        if math.isfinite(loss):
+            rule._apply(self._params, totals[:-3], t)
+        return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def threads(self, team):
         """Team size of this rank: its share of the host's CPUs."""
@@ -100,11 +137,6 @@ class DataParallel:
         t0 = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         self.comm_time += time.perf_counter() - t0
-
-
-def dropout_seed(seed, rank):
-    """The dropout seed of a rank: the ranks' masks must differ (rank 0 keeps `seed`)."""
-    return (seed + rank * 0x9E3779B97F4A7C15) % 2**64
 
 
 def flat_grads_with_totals(n_params, dtype):

@@ -27,13 +27,13 @@ FORMAT_VERSION = 2                 # 2: with a SHA-256 checksum of the contents
 
 def save_network(net: Network, path: str | os.PathLike) -> None:
     """Write `net` to `path` (see Network.save)."""
-    if not _validate.all_finite(net._flat_params):
+    if not _validate.all_finite(net.flat_params):
         raise ValueError("save: the network's parameters contain NaN or inf (training "
                          "diverged?); refusing to write a model that cannot be used")
     arrays = dict(sizes=np.array(net.sizes, np.int64),
                   hidden=np.array(net.hidden, dtype=str).reshape(-1),
                   output=np.array(net.output), dtype=np.array(net.dtype.name),
-                  params=net._flat_params)
+                  params=net.flat_params)
     if any(net.dropout):        # optional: files without it have no dropout
         arrays["dropout"] = np.array(net.dropout, np.float64)
     if net.input_scale != 1:    # optional too
@@ -127,5 +127,5 @@ def load(path: str | os.PathLike) -> Network:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
     if not _validate.all_finite(params):
         raise ValueError(f"load: {path!s}: params contain NaN or inf")
-    net._flat_params[...] = params
+    net.set_flat_params(params)
     return net

@@ -1,12 +1,15 @@
-"""The Network: layout of the flat buffers, workspaces, training loop, prediction, files."""
+"""The Network: the model. Architecture, the flat parameter buffer and its views,
+forward / predict / evaluate / loss_and_grads, pickling, and thin save / load.
+
+Training lives in nnfast.training (the loop), checks in nnfast._validate, the file
+format in nnfast.io, the compiled step in csrc/_step.pyx.
+"""
 from __future__ import annotations
 
 import math
 import numbers
 import os
-import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,14 +17,16 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels as K
 from . import _validate
-from ._sparse import CSRInput, check_sparse, is_sparse
-from ._step import TrainStep
+from ._group import LocalGroup
+from ._sparse import CSRInput
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
+from ._validate import is_number as _is_number
+from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
-from ._progress import EpochProgress
-from .distributed import DataParallel, dropout_seed as rank_dropout_seed, flat_grads_with_totals
-from .optim import Optimizer, get_optimizer
+from .distributed import DataParallel, flat_grads_with_totals
+from .optim import Optimizer
+from .training import History, TrainState, train  # noqa: F401  (History: also from here)
 
 HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
           "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
@@ -33,95 +38,6 @@ LOSS_CODE = {"softmax": K.LOSS_SOFTMAX_XENT, "sigmoid": K.LOSS_SIGMOID_BCE,
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
-
-
-class History:
-    """What `fit` measured.
-
-    Attributes
-    ----------
-    loss : list of float
-        Mean training loss of each epoch (over the mini-batches, as they were trained).
-    accuracy : list of float
-        Training accuracy of each epoch, over the mini-batches as they were trained
-        (classifiers only: softmax and sigmoid outputs).
-    batch_loss : list of float
-        Loss of every mini-batch, in order.
-    val_loss, val_accuracy : list of float
-        Per epoch, when validation data is given (accuracy for classifiers only).
-    epoch_time : list of float
-        Seconds of training per epoch (validation excluded).
-    comm_time : list of float
-        Data-parallel training (fit's comm): seconds of each epoch spent in the
-        gradients' Allreduce on this rank.
-    """
-
-    def __init__(self):
-        self.loss, self.accuracy, self.batch_loss, self.epoch_time = [], [], [], []
-        self.comm_time = []
-        self.val_loss, self.val_accuracy = [], []
-
-    def __repr__(self):
-        last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
-        return f"History({len(self.loss)} epochs{last})"
-
-
-class _DeferredInterrupt:
-    """Within: Ctrl-C (SIGINT) only sets `requested`, which fit checks between steps, so
-    that an interrupt never falls between a step and its bookkeeping. Only in the main
-    thread and only over Python's default handler; elsewhere a no-op."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
-class _Workspace:
-    """Activations a[l] (a[0] is the input batch), deltas d[l] and targets y for up to
-    `rows` samples, and the compiled training step over them and the given gradient
-    arrays; a short batch uses the leading rows, which stay C-contiguous. `sparse`: for
-    sparse input only, no input batch (a[0] is None): the step reads the CSR rows."""
-
-    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True, sparse=False):
-        self.rows = rows
-        self.sparse = sparse
-        self.a = [None if sparse and l == 0 else np.empty((rows, s), net.dtype)
-                  for l, s in enumerate(net.sizes)]
-        self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
-        self.y = np.empty((rows, net.sizes[-1]), net.dtype)
-        self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
-                              self.d, self.y, net._hidden_codes, LOSS_CODE[net.output])
-        if dropout and any(net.dropout):     # g[l] = act' * mask / (1 - p), per hidden layer
-            self.g = [np.empty((rows, s), net.dtype) if p else None
-                      for s, p in zip(net.sizes[1:-1], net.dropout)]
-            self.step.set_dropout(net.dropout, self.g)
-
-
-def _is_number(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_names(owner, name, value, allowed):
-    if not isinstance(value, str):
-        raise TypeError(f"{owner}: {name} must be a name, one of {sorted(allowed)}, got "
-                        f"{type(value).__name__}")
-    if value not in allowed:
-        raise ValueError(f"{owner}: unknown {name} {value!r}; expected one of {sorted(allowed)}")
-    return value
 
 
 class Network:
@@ -174,9 +90,9 @@ class Network:
         else:
             raise TypeError(f"Network: hidden must be a name or a sequence of names, got "
                             f"{type(hidden).__name__}")
-        self.hidden = tuple(_check_names("Network", "hidden activation", h, HIDDEN)
+        self.hidden = tuple(_validate.check_name("Network", "hidden activation", h, HIDDEN)
                             for h in hidden)
-        self.output = _check_names("Network", "output", output, OUTPUT)
+        self.output = _validate.check_name("Network", "output", output, OUTPUT)
         if self.output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("Network: a softmax output needs at least 2 units, got 1; "
                              "use output='sigmoid' for a single binary output")
@@ -192,7 +108,7 @@ class Network:
             raise TypeError(f"Network: seed must be None, an int >= 0 or a "
                             f"np.random.Generator, got {seed!r}")
         self.n_layers = n_layers
-        self._rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)
         self._layout, self.n_params = build_layout(self.sizes)
         self._n_decay = n_weights(self._layout)
         self._flat_params = np.zeros(self.n_params, self.dtype)
@@ -211,13 +127,12 @@ class Network:
         self._output_code = OUTPUT[self.output]
         self._loss_kernel = LOSS[self.output]
         self._workspace = None
-        self._order = None
         self._fit_lock = threading.Lock()
-        self._initialize()
+        self._initialize(rng)
         # Dropout masks come from (seed, step, layer): a seed drawn once, a step counter
         # that every training step advances (so fit(2) == fit(1) twice).
-        self._dropout_seed = int(self._rng.integers(2**63)) if any(self.dropout) else 0
-        self._dropout_step = 0
+        self._train_state = TrainState(
+            rng, int(rng.integers(2**63)) if any(self.dropout) else 0)
 
     # ------------------------------------------------------------ construction helpers
 
@@ -275,14 +190,14 @@ class Network:
     def _layer_activation(self, l):
         return self.hidden[l] if l < self.n_layers - 1 else self.output
 
-    def _initialize(self):
+    def _initialize(self, rng):
         for l, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
             fan_in, fan_out = W.shape
             if self._layer_activation(l) in ("relu", "leaky_relu"):
-                W[...] = self._rng.standard_normal(W.shape) * math.sqrt(2.0 / fan_in)
+                W[...] = rng.standard_normal(W.shape) * math.sqrt(2.0 / fan_in)
             else:
                 r = math.sqrt(6.0 / (fan_in + fan_out))
-                W[...] = self._rng.uniform(-r, r, W.shape)
+                W[...] = rng.uniform(-r, r, W.shape)
             b[...] = 0
 
     # ------------------------------------------------------------ public properties
@@ -291,6 +206,39 @@ class Network:
     def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """List of (W, b) per layer: views into the network's flat storage."""
         return list(zip(self.coefs, self.intercepts))
+
+    @property
+    def flat_params(self) -> np.ndarray:
+        """All parameters in one read-only 1-D view: every layer's weights (row-major,
+        layer by layer), then every layer's biases; `params` are views into the same
+        storage. Copy it to keep a snapshot; write with `set_flat_params`."""
+        view = self._flat_params.view()
+        view.flags.writeable = False
+        return view
+
+    def set_flat_params(self, values: ArrayLike) -> None:
+        """Overwrite every parameter from `values`, laid out as `flat_params`.
+
+        Raises
+        ------
+        ValueError unless `values` has shape (n_params,) and is finite; the network is
+        unchanged then.
+        """
+        arr = np.asarray(values)
+        if arr.shape != self._flat_params.shape or arr.dtype.kind not in "fiu":
+            raise ValueError(f"set_flat_params: expected numbers of shape "
+                             f"{self._flat_params.shape}, got {arr.dtype} {arr.shape}")
+        if not _validate.all_finite(arr.astype(self.dtype, copy=False)):
+            raise ValueError("set_flat_params: values contain NaN or inf (or overflow "
+                             f"{self.dtype})")
+        self._flat_params[...] = arr
+
+    @property
+    def dropout_state(self) -> tuple[int, int]:
+        """(seed, step) of the dropout masks: the next training step's masks come from
+        (seed, step, layer), and every step advances step (0 without dropout)."""
+        st = self._train_state
+        return st.dropout_seed, st.dropout_step
 
     def summary(self, print_fn: Callable[[str], object] = print) -> None:
         """Print a table of the layers: shapes, activations, parameter counts.
@@ -330,27 +278,13 @@ class Network:
 
     # ------------------------------------------------------------ input checks
 
-    def _X(self, X, name="X", allow_empty=False):
-        return _validate.features(X, self.sizes[0], self.dtype, name, allow_empty)
-
     def _inputs(self, X, name="X", allow_empty=False):
-        """X checked, as (n, n_features) to read from: files (.npy paths, np.memmap) and
-        uint8 arrays as they are, converted a mini-batch or chunk at a time; anything
-        else converted once (`_X`). No samples only with `allow_empty` (prediction).
-        scipy.sparse X: checked and converted to CSR once, never densified."""
-        if is_sparse(X):
-            return check_sparse(X, self.sizes[0], self.dtype, self.input_scale, name)
-        src = _validate.source(X, self.sizes[0], self.dtype, self.input_scale, name,
-                               allow_empty)
-        return self._X(X, name, allow_empty) if src is None else src
+        return _validate.network_inputs(self, X, name, allow_empty)
 
     def _targets(self, y, n, name="y"):
-        if isinstance(y, (str, os.PathLike)):
-            y = _validate.open_npy(y, name)
-        return self._Y(y, n, name)
+        return _validate.network_targets(self, y, n, name)
 
-    def _Y(self, y, n, name="y"):
-        return _validate.targets(y, n, self.sizes[-1], self.output, self.dtype, name)
+    _Y = _targets
 
     # ------------------------------------------------------------ forward / predict
 
@@ -513,10 +447,10 @@ class Network:
                 raise ValueError(f"loss_and_grads: dropout_seed must be below 2**64, got "
                                  f"{dropout_seed}")
         views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
-        ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views],
-                        dropout=dropout_seed is not None, sparse=isinstance(X, CSRInput))
-        ws.step.dropout_seed = dropout_seed or 0
-        self._bind(ws.step, X, Y)
+        ws = Workspace(self, n, [w for w, _ in views], [b for _, b in views],
+                       LOSS_CODE[self.output], dropout=dropout_seed is not None,
+                       sparse=isinstance(X, CSRInput))
+        self._bind(ws.step, X, Y, dropout_seed=dropout_seed or 0)
         with single_threaded_blas() as team:
             ws.step.threads = team
             loss = ws.step.step(np.arange(n, dtype=np.intp))
@@ -524,52 +458,24 @@ class Network:
 
     # ------------------------------------------------------------ training
 
-    def _get_workspace(self, rows, sparse=False):
-        """The training workspace for batches of up to `rows` (kept between fits); one
-        for dense input serves sparse input too, not the other way round."""
-        ws = self._workspace
+    def _training_step(self, rows, X):
+        """The compiled step of this network's training workspace for batches of up to
+        `rows` of X (kept between fits; one for dense input serves sparse input too, not
+        the other way round)."""
+        ws, sparse = self._workspace, isinstance(X, CSRInput)
         if ws is None or ws.rows != rows or (ws.sparse and not sparse):
-            self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts,
-                                         sparse=sparse)
-        return self._workspace
+            ws = self._workspace = Workspace(self, rows, self.dcoefs, self.dintercepts,
+                                             LOSS_CODE[self.output], sparse=sparse)
+        return ws.step
 
-    def _bind(self, step, X, Y, W=None):
+    def _bind(self, step, X, Y, W=None, dropout_seed=0):
         """Bind checked training data to a compiled step: a CSRInput with bind_csr (the
         first layer reads its rows), arrays with bind."""
         if isinstance(X, CSRInput):
             step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W)
         else:
             step.bind(X, Y, self.input_scale, W)
-
-    def _train_step(self, step, idx, optimizer, dist=None, interrupted=False, weight=None):
-        """One mini-batch of the data bound to `step` (configured with `optimizer`):
-        gather, forward, backward and update, in one compiled call; with `dist`
-        (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
-        (mean loss, correct predictions, interrupted) of the batch; a non-finite loss is not
-        applied. `interrupted` (Ctrl-C on this rank) comes back as is, or with `dist`
-        rides along in the Allreduce and comes back true when any rank was interrupted.
-        With sample weights bound, `weight` is the batch's weight sum (> 0): the divisor
-        of its summed (weighted) loss and gradient, instead of its size."""
-        div = float(idx.shape[0]) if weight is None else weight
-        if dist is None:
-            optimizer.t += 1
-            loss = step.step(idx, optimizer.t, div) / div
-            if not math.isfinite(loss):
-                optimizer.t -= 1                # the step skipped its update
-            return loss, step.correct, interrupted
-        lo, hi = dist.part(idx.shape[0])
-        totals = self._flat_grads_ext           # gradients, then loss, correct, interrupted
-        if hi > lo:                             # gradient of the part, / the global batch
-            totals[-3] = step.step(idx[lo:hi], 0, div)
-            totals[-2] = step.correct
-        else:
-            totals[:] = 0
-        totals[-1] = 1 if interrupted else 0
-        dist.allreduce(totals)
-        loss = float(totals[-3]) / div
-        if math.isfinite(loss):
-            optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
-        return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
+        step.dropout_seed = dropout_seed
 
     def fit(self, X: ArrayLike | str | os.PathLike, y: ArrayLike | str | os.PathLike,
             epochs: int = 10, batch_size: int = 128, optimizer: str | Optimizer = "adam",
@@ -636,226 +542,29 @@ class Network:
             When a batch's loss is NaN or inf (training diverged): that batch is not
             applied, the network keeps the last finite weights; `history` as above.
         """
-        dist = DataParallel(comm) if comm is not None else None
-        if dist is not None and dist.size == 1:
-            dist = None                          # one rank: the plain path is the same math
+        group = DataParallel(comm) if comm is not None else LocalGroup()
+        if group.size == 1:
+            group = LocalGroup()                 # one rank: the plain path is the same math
         try:
-            checked = self._fit_inputs(X, y, epochs, batch_size, optimizer, shuffle,
-                                       validation_data, validation_split, callbacks,
-                                       sample_weight)
+            settings = _validate.fit_settings(self, X, y, epochs, batch_size, optimizer,
+                                              shuffle, validation_data, validation_split,
+                                              callbacks, sample_weight, verbose)
+            failure = None
         except (ValueError, TypeError) as exc:
-            if dist is not None:
-                dist.agree(exc)                  # every rank raises, none waits
-            raise
-        if dist is not None:
-            dist.agree(None)
-            dist.check_same("fit arguments (samples, features, epochs, batch_size, shuffle, "
-                            "network sizes, dtype)",
-                            (checked[3], self.sizes[0], epochs, batch_size, bool(shuffle),
-                             self.sizes, self.dtype.name, checked[8] is not None))
-        X, Y, val, n, epochs, batch_size, optimizer, callbacks, W = checked
-        if dist is not None and dist.rank != 0:
-            verbose = False
-        return self._fit_checked(X, Y, val, n, epochs, batch_size, optimizer, shuffle,
-                                 verbose, callbacks, dist, W)
-
-    def _fit_inputs(self, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
-                    validation_split, callbacks, sample_weight=None):
-        """fit's arguments checked and converted (nothing changes on error)."""
-        epochs = _validate.check_int("fit", "epochs", epochs, 1)
-        batch_size = _validate.check_int("fit", "batch_size", batch_size, 1)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"fit: shuffle must be a bool, got {type(shuffle).__name__}")
-        optimizer = get_optimizer(optimizer)
-        callbacks = list(callbacks) if callbacks is not None else []
-        hooks = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
-        for cb in callbacks:
-            if not any(hasattr(cb, hook) for hook in hooks):
-                raise TypeError(f"fit: callbacks must have at least one of "
-                                f"{', '.join(hooks)}, got {type(cb).__name__}")
-        X = self._inputs(X)
-        n = X.shape[0]
-        Y = self._targets(y, n)
-        W = _validate.sample_weights(sample_weight, n, self.dtype)
-        val = None
-        if _is_number(validation_split) and validation_split == 0:
-            validation_split = None                 # 0: no validation, as in Keras
-        if validation_split is not None:
-            if validation_data is not None:
-                raise ValueError("fit: give validation_data or validation_split, not both")
-            if (isinstance(validation_split, bool) or not isinstance(validation_split, float)
-                    or not 0 < validation_split < 1):
-                raise ValueError(f"fit: validation_split must be a float in [0, 1) (0: no "
-                                 f"validation), got {validation_split!r}")
-            n_val = int(round(n * validation_split))
-            if not 1 <= n_val < n:
-                raise ValueError(f"fit: validation_split {validation_split} of {n} samples "
-                                 f"leaves {n_val} for validation and {n - n_val} for training")
-            if W is not None and not W[:n - n_val].any():
-                raise ValueError(f"fit: sample_weight is zero for every one of the "
-                                 f"{n - n_val} training samples left by validation_split")
-            val = (X[n - n_val:], Y[n - n_val:],
-                   None if W is None or not W[n - n_val:].any() else W[n - n_val:])
-            X, Y, n = X[:n - n_val], Y[:n - n_val], n - n_val
-            W = None if W is None else W[:n]
-        if validation_data is not None:
-            if (not isinstance(validation_data, (tuple, list))
-                    or len(validation_data) not in (2, 3)):
-                raise ValueError("fit: validation_data must be a pair (X_val, y_val) or a "
-                                 "triple (X_val, y_val, sample_weight_val)")
-            Xv = self._inputs(validation_data[0], "X_val")
-            Wv = None
-            if len(validation_data) == 3:
-                Wv = _validate.sample_weights(validation_data[2], Xv.shape[0], self.dtype,
-                                              "sample_weight_val")
-            val = (Xv, self._targets(validation_data[1], Xv.shape[0], "y_val"), Wv)
-        return X, Y, val, n, epochs, batch_size, optimizer, callbacks, W
-
-    def _fit_checked(self, X, Y, val, n, epochs, batch_size, optimizer, shuffle, verbose,
-                     callbacks, dist, W=None):
+            failure = exc
+        group.agree(failure)                     # every rank raises, none waits
+        group.check_same("fit arguments (samples, features, epochs, batch_size, shuffle, "
+                         "network sizes, dtype)",
+                         (settings.n, self.sizes[0], settings.epochs, settings.batch_size,
+                          settings.shuffle, self.sizes, self.dtype.name,
+                          settings.W is not None))
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit is already running on this network (in another thread); "
                                "train one network from one thread at a time")
         try:
-            rows = min(batch_size, n)
-            ws = self._get_workspace(rows if dist is None else -(-rows // dist.size),
-                                     sparse=isinstance(X, CSRInput))
-            # All input checked, buffers allocated: from here on the network changes.
-            optimizer._prepare(self)
-            if not shuffle:
-                order = np.arange(n, dtype=np.intp)
-            else:                               # kept, so that fit(2) == fit(1); fit(1)
-                if self._order is None or self._order.shape[0] != n:
-                    self._order = np.arange(n, dtype=np.intp)
-                order = self._order
-            hist = History()
-            if dist is not None:
-                dist.broadcast_start(self, optimizer, order)
-            self._bind(ws.step, X, Y, W)
-            optimizer._configure(ws.step, self)
-            ws.step.dropout_seed = (self._dropout_seed if dist is None else
-                                    rank_dropout_seed(self._dropout_seed, dist.rank))
-            ws.step.dropout_step = self._dropout_step
-            try:
-                with _DeferredInterrupt() as interrupt:
-                    self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
-                                 val, verbose, interrupt, callbacks, dist, W)
-            finally:
-                self._dropout_step = ws.step.dropout_step
-                ws.step.release()
-            return hist
+            return train(self, settings, group)
         finally:
             self._fit_lock.release()
-
-    def _epochs(self, hist, step, order, n, rows, epochs, shuffle, optimizer, val, verbose,
-                interrupt, callbacks, dist, W=None):
-        n_batches = -(-n // rows)
-        per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
-        weights = None if W is None else W.astype(np.float64)
-        batch_weight = None
-        for epoch in range(epochs):
-            failure = None
-            try:
-                for cb in callbacks if epoch == 0 else ():
-                    if hasattr(cb, "on_train_begin"):
-                        cb.on_train_begin(self, optimizer)
-                for cb in callbacks:
-                    if hasattr(cb, "on_epoch_begin"):
-                        cb.on_epoch_begin(self, epoch, optimizer)
-                if callbacks:                           # a schedule may have changed lr
-                    optimizer._configure(step, self)
-            except Exception as exc:
-                if dist is None:
-                    raise
-                failure = exc
-            if dist is not None:            # a rank failing here must not leave the others
-                dist.agree(failure)         # waiting in the next Allreduce
-            progress = EpochProgress(verbose, n_batches, epoch, epochs)
-            t0 = time.perf_counter()
-            if shuffle:
-                self._rng.shuffle(order)
-            if weights is not None:                # each mini-batch's weight sum
-                batch_weight = np.add.reduceat(weights[order], np.arange(0, n, rows))
-            total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
-            comm_before = dist.comm_time if dist is not None else 0.0
-            try:
-                with single_threaded_blas() as team:   # the step's own team does the work
-                    step.threads = team if dist is None else dist.threads(team)
-                    for k, start in enumerate(range(0, n, rows)):
-                        idx = order[start:start + rows]
-                        weight = None if weights is None else float(batch_weight[k])
-                        if weight == 0:             # nothing to learn from: skipped
-                            continue
-                        loss, right, stop_now = self._train_step(step, idx, optimizer, dist,
-                                                                 interrupt.requested, weight)
-                        if not math.isfinite(loss):
-                            # the step skipped its update: the weights are the last finite
-                            err = FloatingPointError(
-                                f"fit: training diverged: the loss of batch {k + 1} of epoch "
-                                f"{epoch + 1} is {loss}; the network keeps the weights of "
-                                "the step before (lower the learning rate)")
-                            err.history = hist
-                            raise err
-                        hist.batch_loss.append(loss)
-                        batch = idx.shape[0] if weight is None else weight
-                        total += loss * batch
-                        seen += batch
-                        correct += right
-                        trained += idx.shape[0]
-                        if k + 1 - shown >= progress.every:
-                            progress.update(k + 1 - shown, total / seen)
-                            shown = k + 1
-                        if stop_now:            # Ctrl-C (on any rank): stop between steps
-                            err = KeyboardInterrupt()
-                            err.history = hist
-                            raise err
-            finally:
-                progress.close()
-            hist.epoch_time.append(time.perf_counter() - t0)
-            if dist is not None:
-                hist.comm_time.append(dist.comm_time - comm_before)
-            hist.loss.append(total / seen)
-            failure, stop = None, False
-            try:
-                stop = self._epoch_end(hist, epoch, epochs, correct, trained * per_sample,
-                                       val, optimizer, progress, callbacks)
-            except Exception as exc:
-                if dist is None:
-                    raise
-                failure = exc
-            if dist is not None:            # every rank stops, or fails, together
-                stop = dist.agree(failure, stop)
-            if stop:
-                break
-        for cb in callbacks:                # by a stop or after the last epoch
-            if hasattr(cb, "on_train_end"):
-                cb.on_train_end(self, optimizer)
-
-    def _epoch_end(self, hist, epoch, epochs, correct, count, val, optimizer, progress,
-                   callbacks):
-        """History, the epoch's line and the callbacks; True when one asks to stop."""
-        line = f"epoch {epoch + 1}/{epochs}  loss {hist.loss[-1]:.4f}"
-        logs = {"loss": hist.loss[-1]}
-        if self.output != "linear":
-            hist.accuracy.append(correct / count)
-            line += f"  accuracy {hist.accuracy[-1]:.4f}"
-            logs["accuracy"] = hist.accuracy[-1]
-        if val is not None:
-            vloss, vacc = self._loss_accuracy(*val)
-            hist.val_loss.append(vloss)
-            line += f"  val_loss {vloss:.4f}"
-            logs["val_loss"] = vloss
-            if vacc is not None:
-                hist.val_accuracy.append(vacc)
-                line += f"  val_accuracy {vacc:.4f}"
-                logs["val_accuracy"] = vacc
-        progress.line(f"{line}  {hist.epoch_time[-1]:.2f}s")
-        logs.update(epoch_time=hist.epoch_time[-1], lr=optimizer.lr)
-        stop = False
-        for cb in callbacks:
-            if hasattr(cb, "on_epoch_end"):
-                stop = bool(cb.on_epoch_end(self, epoch, logs)) or stop
-        return stop
 
     # ------------------------------------------------------------ pickling
 
@@ -863,12 +572,13 @@ class Network:
         """What pickle (copy, joblib, multiprocessing) keeps: the architecture, the
         weights, the shuffling generator and order, and the dropout counter; the
         workspaces are rebuilt when needed."""
+        st = self._train_state
         return {"sizes": self.sizes, "hidden": self.hidden, "output": self.output,
                 "dtype": self.dtype.name, "dropout": self.dropout,
                 "input_scale": self.input_scale, "params": self._flat_params.copy(),
-                "rng": self._rng.bit_generator.state, "dropout_seed": self._dropout_seed,
-                "dropout_step": self._dropout_step,
-                "order": None if self._order is None else self._order.copy()}
+                "rng": st.rng.bit_generator.state, "dropout_seed": st.dropout_seed,
+                "dropout_step": st.dropout_step,
+                "order": None if st.order is None else st.order.copy()}
 
     def __setstate__(self, state):
         self.__init__(state["sizes"], hidden=list(state["hidden"]), output=state["output"],
@@ -879,10 +589,11 @@ class Network:
             raise ValueError(f"Network: pickled params have shape {params.shape}, expected "
                              f"{self._flat_params.shape}")
         self._flat_params[...] = params
-        self._rng.bit_generator.state = state["rng"]
-        self._dropout_seed, self._dropout_step = state["dropout_seed"], state["dropout_step"]
+        st = self._train_state
+        st.rng.bit_generator.state = state["rng"]
+        st.dropout_seed, st.dropout_step = state["dropout_seed"], state["dropout_step"]
         order = state.get("order")      # fit shuffles it in place, epoch after epoch
-        self._order = None if order is None else np.array(order, dtype=np.intp)
+        st.order = None if order is None else np.array(order, dtype=np.intp)
 
     # ------------------------------------------------------------ files
 

@@ -68,8 +68,18 @@ class Optimizer:
             self._owner = weakref.ref(net)
             self.t = 0
 
-    def _step(self, params, grads, n_decay):
-        """One update of the flat params from the flat grads (outside a TrainStep)."""
+    def _state_arrays(self):
+        """The state buffers (flat, the network's layout), in a fixed order."""
+        return tuple(self._state[k] for k in self._state_names)
+
+    def _rule(self, step, net):
+        """The update with the current hyperparameters, for the steps of one epoch."""
+        self._configure(step, net)
+        self._n_decay = net._n_decay
+        return self
+
+    def _apply(self, params, grads, t):
+        """Update step t of the flat params from the flat grads (outside a TrainStep)."""
         raise NotImplementedError
 
     def _configure(self, step, net):
@@ -116,10 +126,9 @@ class SGD(Optimizer):
                            (self._state["velocity"],), lr=self.lr, momentum=self.momentum,
                            nesterov=self.nesterov, weight_decay=self.weight_decay)
 
-    def _step(self, params, grads, n_decay):
-        self.t += 1
+    def _apply(self, params, grads, t):
         _optim.sgd_update(params, self._state["velocity"], grads, self.lr, self.momentum,
-                          self.nesterov, self.weight_decay, n_decay)
+                          self.nesterov, self.weight_decay, self._n_decay)
 
 
 class Adam(Optimizer):
@@ -162,11 +171,10 @@ class Adam(Optimizer):
                            beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                            weight_decay=self.weight_decay)
 
-    def _step(self, params, grads, n_decay):
-        self.t += 1
-        _optim.adam_update(params, self._state["m"], self._state["v"], grads, self.t,
+    def _apply(self, params, grads, t):
+        _optim.adam_update(params, self._state["m"], self._state["v"], grads, t,
                            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                           n_decay)
+                           self._n_decay)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

@@ -405,12 +405,12 @@ class ReferenceNetwork:
     def from_network(cls, net):
         """A copy of `net` (an nnfast.Network): sizes, activations, dtype, weights and
         dropout (rates, seed and step counter)."""
-        ref = cls(net.sizes, net.hidden, net.output, net.dtype, net._flat_params,
+        ref = cls(net.sizes, net.hidden, net.output, net.dtype, net.flat_params,
                   net.dropout)
-        ref.dropout_seed, ref.dropout_step = net._dropout_seed, net._dropout_step
-        if ref.layout != net._layout:
-            raise ValueError("ReferenceNetwork: the network's layout differs from "
-                             "build_layout(sizes)")
+        ref.dropout_seed, ref.dropout_step = net.dropout_state
+        if net.flat_params.shape != (ref.n_params,):
+            raise ValueError("ReferenceNetwork: the network's parameters do not have the "
+                             "layout of build_layout(sizes)")
         return ref
 
     def _workspace(self, rows):

@@ -154,7 +154,7 @@ def test_training_with_dropout_matches_reference_step_by_step(optimizer):
     order = np.arange(100)
     for _ in range(3):
         ref.train_epoch(X, net._Y(y, 100), order, 32, ropt)
-    assert net._dropout_step == ref.dropout_step == 12
+    assert net.dropout_state[1] == ref.dropout_step == 12
     np.testing.assert_allclose(net._flat_params, ref.params, rtol=1e-9, atol=1e-12)
 
 

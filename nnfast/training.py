@@ -1,0 +1,290 @@
+"""How `Network.fit` trains, top to bottom.
+
+    Network.fit(X, y, ...)                    network.py
+      settings = _validate.fit_settings(...)  every argument checked once -> FitSettings
+      train(net, settings, group)             here:
+        group.start: every rank takes rank 0's weights, optimizer state, TrainState
+        for each epoch:
+          callbacks.on_epoch_begin; rule = optimizer._rule()   (a schedule may set lr)
+          shuffle the sample order (the network's own generator)
+          for each mini-batch:  group.step -> TrainStep (csrc/_step.pyx): gather,
+              forward, loss, backward and the Adam / SGD update, one compiled call
+          History, validation, callbacks.on_epoch_end
+        callbacks.on_train_end
+
+The group is a `LocalGroup` (one process: nothing to exchange, nnfast._group) or a
+`DataParallel` (MPI: nnfast.distributed); the loop is the same for both. The step
+counter `optimizer.t` is advanced here, and only here, once per applied update.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._progress import EpochProgress
+from ._threads import single_threaded_blas
+
+
+class History:
+    """What `fit` measured.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss of each epoch (over the mini-batches, as they were trained).
+    accuracy : list of float
+        Training accuracy of each epoch, over the mini-batches as they were trained
+        (classifiers only: softmax and sigmoid outputs).
+    batch_loss : list of float
+        Loss of every mini-batch, in order.
+    val_loss, val_accuracy : list of float
+        Per epoch, when validation data is given (accuracy for classifiers only).
+    epoch_time : list of float
+        Seconds of training per epoch (validation excluded).
+    comm_time : list of float
+        Data-parallel training (fit's comm): seconds of each epoch spent in the
+        gradients' Allreduce on this rank.
+    """
+
+    def __init__(self):
+        self.loss, self.accuracy, self.batch_loss, self.epoch_time = [], [], [], []
+        self.comm_time = []
+        self.val_loss, self.val_accuracy = [], []
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
+        return f"History({len(self.loss)} epochs{last})"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Checked validation data: X (n, n_features), Y (n, n_out), W (n,) weights or None."""
+    X: object
+    Y: np.ndarray
+    W: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """fit's arguments, checked and converted (nnfast._validate.fit_settings).
+
+    X, Y, W: the training rows (X possibly read in place: a file, a memmap, uint8, CSR),
+    their targets (n, n_out) and sample weights (n,) or None; validation: a Validation or
+    None; optimizer: an Optimizer; callbacks: a list.
+    """
+    X: object
+    Y: np.ndarray
+    W: np.ndarray | None
+    validation: Validation | None
+    epochs: int
+    batch_size: int
+    optimizer: object
+    shuffle: bool
+    verbose: bool
+    callbacks: list
+
+    @property
+    def n(self):
+        return self.X.shape[0]
+
+
+class TrainState:
+    """What a network carries from one fit to the next besides its weights, so that
+    fit(2) equals fit(1) twice: the shuffling generator, the sample order it shuffles in
+    place (None until a shuffled fit), the dropout seed and the dropout step counter
+    (the masks of a step come from (seed, step, layer))."""
+
+    def __init__(self, rng, dropout_seed):
+        self.rng = rng
+        self.order = None
+        self.dropout_seed = dropout_seed
+        self.dropout_step = 0
+
+    def sample_order(self, n, shuffle):
+        """The order the epochs walk the samples in: 0..n-1, kept (and shuffled in place)
+        between fits when shuffling."""
+        if not shuffle:
+            return np.arange(n, dtype=np.intp)
+        if self.order is None or self.order.shape[0] != n:
+            self.order = np.arange(n, dtype=np.intp)
+        return self.order
+
+
+class DeferredInterrupt:
+    """Within: Ctrl-C (SIGINT) only sets `requested`, which the loop checks between steps,
+    so that an interrupt never falls between a step and its bookkeeping. Only in the main
+    thread and only over Python's default handler; elsewhere a no-op."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def train(net, settings, group):
+    """Run `settings` on `net` over `group`; returns the History. The network's lock is
+    held by the caller; every argument is checked."""
+    s, opt, state = settings, settings.optimizer, net._train_state
+    n = s.n
+    rows = min(s.batch_size, n)
+    step = net._training_step(group.batch_rows(rows), s.X)
+    # All input checked, buffers allocated: from here on the network changes.
+    opt._prepare(net)
+    order = state.sample_order(n, s.shuffle)
+    group.start(net._flat_params, net._flat_grads_ext, opt, state, order)
+    net._bind(step, s.X, s.Y, s.W, group.dropout_seed(state.dropout_seed))
+    hist = History()
+    try:
+        with DeferredInterrupt() as interrupt:
+            for epoch in range(s.epochs):
+                rule = _begin_epoch(net, s, epoch, step, group)
+                progress = _train_epoch(net, s, epoch, step, rule, order, rows, group,
+                                        interrupt, hist)
+                if _end_epoch(net, s, epoch, hist, progress, group):
+                    break
+        for cb in s.callbacks:              # by a stop or after the last epoch
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(net, opt)
+    finally:
+        step.release()
+    return hist
+
+
+def _begin_epoch(net, s, epoch, step, group):
+    """Callbacks before the epoch (a schedule may change the optimizer's lr); returns
+    the optimizer's update rule with the hyperparameters of this epoch."""
+    failure = None
+    try:
+        for cb in s.callbacks if epoch == 0 else ():
+            if hasattr(cb, "on_train_begin"):
+                cb.on_train_begin(net, s.optimizer)
+        for cb in s.callbacks:
+            if hasattr(cb, "on_epoch_begin"):
+                cb.on_epoch_begin(net, epoch, s.optimizer)
+    except Exception as exc:
+        failure = exc
+    group.agree(failure)            # a rank failing here must not leave the others waiting
+    return s.optimizer._rule(step, net)
+
+
+def _train_epoch(net, s, epoch, step, rule, order, rows, group, interrupt, hist):
+    """One pass over the shuffled samples, a mini-batch per step; returns the epoch's
+    progress display (its line is printed at the epoch's end)."""
+    n, opt, state = s.n, s.optimizer, net._train_state
+    n_batches = -(-n // rows)
+    progress = EpochProgress(s.verbose and group.is_root, n_batches, epoch, s.epochs)
+    t0 = time.perf_counter()
+    comm_before = group.comm_time
+    if s.shuffle:
+        state.rng.shuffle(order)
+    divisors = _batch_divisors(s.W, order, rows)
+    total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
+    dropout = any(net.dropout)
+    try:
+        with single_threaded_blas() as team:       # the step's own team does the work
+            team = group.threads(team)
+            for k, start in enumerate(range(0, n, rows)):
+                idx = order[start:start + rows]
+                div = float(idx.shape[0]) if divisors is None else float(divisors[k])
+                if div == 0:                        # all weights 0: nothing to learn
+                    continue
+                loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
+                                                   state.dropout_step, team,
+                                                   interrupt.requested)
+                if dropout:                         # every step that ran drew masks
+                    state.dropout_step += 1
+                if not math.isfinite(loss):         # the step skipped its update
+                    raise _diverged(loss, k, epoch, hist)
+                opt.t += 1
+                hist.batch_loss.append(loss)
+                weight = idx.shape[0] if divisors is None else div
+                total += loss * weight
+                seen += weight
+                correct += right
+                trained += idx.shape[0]
+                if k + 1 - shown >= progress.every:
+                    progress.update(k + 1 - shown, total / seen)
+                    shown = k + 1
+                if stop_now:                        # Ctrl-C (on any rank): stop here
+                    err = KeyboardInterrupt()
+                    err.history = hist
+                    raise err
+    finally:
+        progress.close()
+    hist.epoch_time.append(time.perf_counter() - t0)
+    if group.size > 1:
+        hist.comm_time.append(group.comm_time - comm_before)
+    hist.loss.append(total / seen)
+    units = net.sizes[-1] if net.output == "sigmoid" else 1      # accuracy's units
+    if net.output != "linear":
+        hist.accuracy.append(correct / (trained * units))
+    return progress
+
+
+def _batch_divisors(W, order, rows):
+    """With sample weights: each mini-batch's weight sum (the divisor of its summed loss
+    and gradient); None without (the divisor is the batch size)."""
+    if W is None:
+        return None
+    return np.add.reduceat(W.astype(np.float64)[order], np.arange(0, order.shape[0], rows))
+
+
+def _diverged(loss, k, epoch, hist):
+    err = FloatingPointError(
+        f"fit: training diverged: the loss of batch {k + 1} of epoch {epoch + 1} is "
+        f"{loss}; the network keeps the weights of the step before (lower the learning "
+        "rate)")
+    err.history = hist
+    return err
+
+
+def _end_epoch(net, s, epoch, hist, progress, group):
+    """Validation, the epoch's line and the callbacks; True when training stops (any
+    rank's callback asking to stop stops every rank)."""
+    failure, stop = None, False
+    try:
+        logs = _epoch_logs(net, s, hist)
+        line = "  ".join(f"{k} {logs[k]:.4f}" for k in
+                         ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
+        progress.line(f"epoch {epoch + 1}/{s.epochs}  {line}  {hist.epoch_time[-1]:.2f}s")
+        logs.update(epoch_time=hist.epoch_time[-1], lr=s.optimizer.lr)
+        for cb in s.callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                stop = bool(cb.on_epoch_end(net, epoch, logs)) or stop
+    except Exception as exc:
+        failure = exc
+    return group.agree(failure, stop)
+
+
+def _epoch_logs(net, s, hist):
+    """The epoch's numbers for History, the printed line and the callbacks."""
+    logs = {"loss": hist.loss[-1]}
+    if net.output != "linear":
+        logs["accuracy"] = hist.accuracy[-1]
+    if s.validation is not None:
+        v = s.validation
+        vloss, vacc = net._loss_accuracy(v.X, v.Y, v.W)
+        hist.val_loss.append(vloss)
+        logs["val_loss"] = vloss
+        if vacc is not None:
+            hist.val_accuracy.append(vacc)
+            logs["val_accuracy"] = vacc
+    return logs
