@@ -11,8 +11,9 @@ straight from the CSR arrays (no dense copy of the batch is ever made).
 Conventions: samples are rows; every array is C-contiguous; one fused type `floating`
 covers every float argument (mixed dtypes are refused by Cython's dispatch). Outputs come
 first, then inputs, then scalars. Nothing is allocated: outputs are overwritten. Each
-`def` checks shapes once (ValueError), then runs without the GIL. Activations are passed
-as the integer codes below (the Python layer maps names to codes once).
+`def` checks shapes once (ValueError), then runs without the GIL. Activations and losses
+are passed as the integer codes below, defined once in csrc/_codes.h (nnfast/_names.py
+maps the public names to them).
 
 The bodies are in csrc/_ops.pxd (shared with the compiled training step of _step.pyx);
 the bias + activation, activation-backward and column-sum loops are C with target_clones
@@ -24,23 +25,29 @@ from _blas cimport gemm_rm, scipy_openblas_set_num_threads, scipy_openblas_get_n
 from _ops cimport (_dense_forward, _activation_backward, _linear_backward_params,
                    _linear_backward_input, _softmax_xent, _sigmoid_bce, _squared_error,
                    _gather_rows, _gather_convert, _dropout, _mul, nnf_dropout_key,
-                   _weighted_loss_backward, SRC_UINT8_, SRC_FLOAT32_, SRC_FLOAT64_,
-                   LOSS_SOFTMAX_XENT_, LOSS_SQUARED_ERROR_, _bias_act, _col_sum,
+                   _weighted_loss_backward, _bias_act, _col_sum,
                    _csr_matmul, _csr_scatter, _csr_bad_row, csr_index)
+from _ops cimport (ACT_LINEAR_, ACT_RELU_, ACT_LEAKY_RELU_, ACT_TANH_, ACT_SIGMOID_,
+                   ACT_SOFTMAX_, ACT_LAST_HIDDEN_, ACT_LAST_, LOSS_SOFTMAX_XENT_,
+                   LOSS_SIGMOID_BCE_, LOSS_SQUARED_ERROR_, LOSS_LAST_, SRC_UINT8_,
+                   SRC_FLOAT32_, SRC_FLOAT64_, LEAKY_SLOPE_)
 from libc.string cimport memset
 
-# Activation codes (shared with nnfast/network.py through the module attributes).
-ACT_LINEAR = 0
-ACT_RELU = 1
-ACT_LEAKY_RELU = 2
-ACT_TANH = 3
-ACT_SIGMOID = 4
-ACT_SOFTMAX = 5
-LEAKY_SLOPE = 0.01                 # slope of leaky relu for z < 0, as in PyTorch (_vec.h)
-# Loss codes of the output layer (for nnfast._step.TrainStep).
-LOSS_SOFTMAX_XENT = 0
-LOSS_SIGMOID_BCE = 1
-LOSS_SQUARED_ERROR = 2
+# The codes of csrc/_codes.h, for Python (nnfast/_names.py maps the public names to them).
+ACT_LINEAR = ACT_LINEAR_
+ACT_RELU = ACT_RELU_
+ACT_LEAKY_RELU = ACT_LEAKY_RELU_
+ACT_TANH = ACT_TANH_
+ACT_SIGMOID = ACT_SIGMOID_
+ACT_SOFTMAX = ACT_SOFTMAX_
+ACT_LAST_HIDDEN = ACT_LAST_HIDDEN_     # hidden activations: 0..ACT_LAST_HIDDEN
+ACT_LAST = ACT_LAST_                   # any activation: 0..ACT_LAST
+LEAKY_SLOPE = LEAKY_SLOPE_             # slope of leaky relu for z < 0, as in PyTorch
+# Loss codes of the output layer (for weighted_loss_backward and nnfast._step.TrainStep).
+LOSS_SOFTMAX_XENT = LOSS_SOFTMAX_XENT_
+LOSS_SIGMOID_BCE = LOSS_SIGMOID_BCE_
+LOSS_SQUARED_ERROR = LOSS_SQUARED_ERROR_
+LOSS_LAST = LOSS_LAST_                 # 0..LOSS_LAST
 
 
 def set_blas_threads(int n):
@@ -65,7 +72,7 @@ def dense_forward(floating[:, ::1] a, const floating[:, ::1] x, const floating[:
     if w.shape[0] != n_in or a.shape[0] != n or a.shape[1] != n_out or b.shape[0] != n_out:
         raise ValueError(f"dense_forward: shape mismatch: x ({n}, {n_in}), w ({w.shape[0]}, "
                          f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
-    if act < 0 or act > 5:
+    if act < 0 or act > ACT_LAST_:
         raise ValueError(f"dense_forward: unknown activation code {act}")
     if n_in == 0 or n_out == 0:
         raise ValueError(f"dense_forward: a layer needs at least one unit, got w ({n_in}, "
@@ -101,7 +108,7 @@ def dropout_forward(floating[:, ::1] a, floating[:, ::1] g, unsigned long long k
     if g.shape[0] != n or g.shape[1] != m:
         raise ValueError(f"dropout_forward: shape mismatch: a ({n}, {m}), g ({g.shape[0]}, "
                          f"{g.shape[1]})")
-    if act < 0 or act > 4:
+    if act < 0 or act > ACT_LAST_HIDDEN_:
         raise ValueError(f"dropout_forward: unknown hidden activation code {act}")
     cdef unsigned int drop = dropout_threshold(p)
     cdef floating scale = <floating>(1 / (1 - p))
@@ -129,14 +136,14 @@ def dropout_backward(floating[:, ::1] d, const floating[:, ::1] g):
 def activation_backward(floating[:, ::1] dz, const floating[:, ::1] da,
                         const floating[:, ::1] a, int act):
     """dz := da * act'(z), written from the saved post-activation a = act(z).
-    relu: a > 0; leaky relu: 1 if a > 0 else 0.01; tanh: 1 - a^2; sigmoid: a (1 - a);
+    relu: a > 0; leaky relu: 1 if a > 0 else LEAKY_SLOPE; tanh: 1 - a^2; sigmoid: a (1 - a);
     linear: 1. All (n, m). dz may be da (in place).
     """
     cdef Py_ssize_t n = a.shape[0], m = a.shape[1], size = n * m
     if da.shape[0] != n or da.shape[1] != m or dz.shape[0] != n or dz.shape[1] != m:
         raise ValueError(f"activation_backward: shape mismatch: a ({n}, {m}), "
                          f"da ({da.shape[0]}, {da.shape[1]}), dz ({dz.shape[0]}, {dz.shape[1]})")
-    if act < 0 or act > 4:
+    if act < 0 or act > ACT_LAST_HIDDEN_:
         raise ValueError(f"activation_backward: unknown activation code {act}")
     if size == 0:
         return
@@ -271,7 +278,7 @@ def weighted_loss_backward(floating[:, ::1] dz, const floating[:, ::1] z,
                        y.shape[0], y.shape[1])
     if w.shape[0] != n:
         raise ValueError(f"weighted_loss_backward: w has {w.shape[0]} entries, z {n} rows")
-    if not LOSS_SOFTMAX_XENT_ <= loss <= LOSS_SQUARED_ERROR_:
+    if loss < 0 or loss > LOSS_LAST_:
         raise ValueError(f"weighted_loss_backward: unknown loss code {loss}")
     if m == 0:
         raise ValueError("weighted_loss_backward: needs at least one output unit")
@@ -362,7 +369,7 @@ def sparse_dense_forward(floating[:, ::1] a, const floating[::1] data,
     if a.shape[0] != n or a.shape[1] != n_out or b.shape[0] != n_out:
         raise ValueError(f"sparse_dense_forward: shape mismatch: rows ({n},), w ({n_in}, "
                          f"{n_out}), b ({b.shape[0]},), a ({a.shape[0]}, {a.shape[1]})")
-    if act < 0 or act > 5:
+    if act < 0 or act > ACT_LAST_:
         raise ValueError(f"sparse_dense_forward: unknown activation code {act}")
     if n_in == 0 or n_out == 0:
         raise ValueError(f"sparse_dense_forward: a layer needs at least one unit, got w "

@@ -2,7 +2,8 @@
 # kernels, one call per operation) and _step.pyx (the whole training step in one call).
 # All arrays are row-major and contiguous; shapes were checked by the caller. Nothing is
 # allocated. The elementwise loops live in _vec.h (target_clones); libm calls go through
-# _exp / _log / _log1p so that float32 data uses expf / logf / log1pf.
+# _exp / _log / _log1p so that float32 data uses expf / logf / log1pf. The activation,
+# loss and source codes come from _codes.h.
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, fabs
 from libc.stdint cimport int32_t, int64_t
@@ -99,26 +100,25 @@ cdef extern from "_vec.h" nogil:
                                    Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t nnz_max,
                                    const Py_ssize_t *rows, Py_ssize_t n)
 
-# Activation codes, as in _vec.h.
-cdef enum:
-    ACT_LINEAR_ = 0
-    ACT_RELU_ = 1
-    ACT_LEAKY_RELU_ = 2
-    ACT_TANH_ = 3
-    ACT_SIGMOID_ = 4
-    ACT_SOFTMAX_ = 5
-
-# Element types of a data source for _gather_convert.
-cdef enum:
-    SRC_UINT8_ = 0
-    SRC_FLOAT32_ = 1
-    SRC_FLOAT64_ = 2
-
-# Loss codes of the output layer.
-cdef enum:
-    LOSS_SOFTMAX_XENT_ = 0
-    LOSS_SIGMOID_BCE_ = 1
-    LOSS_SQUARED_ERROR_ = 2
+# The codes of _codes.h (their one definition), under the names the .pyx files use.
+cdef extern from "_codes.h":
+    enum:
+        ACT_LINEAR_ "NNF_ACT_LINEAR"
+        ACT_RELU_ "NNF_ACT_RELU"
+        ACT_LEAKY_RELU_ "NNF_ACT_LEAKY_RELU"
+        ACT_TANH_ "NNF_ACT_TANH"
+        ACT_SIGMOID_ "NNF_ACT_SIGMOID"
+        ACT_SOFTMAX_ "NNF_ACT_SOFTMAX"
+        ACT_LAST_HIDDEN_ "NNF_ACT_LAST_HIDDEN"      # hidden layers: 0..ACT_LAST_HIDDEN_
+        ACT_LAST_ "NNF_ACT_LAST"                    # any layer: 0..ACT_LAST_
+        LOSS_SOFTMAX_XENT_ "NNF_LOSS_SOFTMAX_XENT"
+        LOSS_SIGMOID_BCE_ "NNF_LOSS_SIGMOID_BCE"
+        LOSS_SQUARED_ERROR_ "NNF_LOSS_SQUARED_ERROR"
+        LOSS_LAST_ "NNF_LOSS_LAST"                  # 0..LOSS_LAST_
+        SRC_UINT8_ "NNF_SRC_UINT8"                  # element types of a data source
+        SRC_FLOAT32_ "NNF_SRC_FLOAT32"              # for _gather_convert
+        SRC_FLOAT64_ "NNF_SRC_FLOAT64"
+    const double LEAKY_SLOPE_ "NNF_LEAKY_SLOPE"
 
 
 cdef inline floating _exp(floating x) noexcept nogil:

@@ -41,7 +41,8 @@ from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _g
                    _weighted_loss_backward, _gather_values,
                    _dropout, _mul, nnf_dropout_key, _gather_convert, SRC_UINT8_,
                    SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
-                   LOSS_SIGMOID_BCE_, _csr_matmul, _csr_scatter, _csr_bad_row)
+                   LOSS_SIGMOID_BCE_, _csr_matmul, _csr_scatter, _csr_bad_row,
+                   ACT_LAST_HIDDEN_, LOSS_LAST_)
 
 from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
 
@@ -190,7 +191,7 @@ cdef class TrainStep:
         if L < 1 or not (len(intercepts) == len(dcoefs) == len(dintercepts) == L
                          and len(a) == len(d) == L + 1 and len(codes) == max(L - 1, 0)):
             raise ValueError("TrainStep: inconsistent layer lists")
-        if loss < 0 or loss > 2:
+        if loss < 0 or loss > LOSS_LAST_:
             raise ValueError(f"TrainStep: unknown loss code {loss}")
         self.dtype = np.dtype(coefs[0].dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -221,7 +222,7 @@ cdef class TrainStep:
         for l in range(L + 1):
             self.sizes[l] = coefs[0].shape[0] if l == 0 and no_input else a[l].shape[1]
         for l in range(L - 1):
-            if not 0 <= codes[l] <= 4:
+            if not 0 <= codes[l] <= ACT_LAST_HIDDEN_:
                 raise ValueError(f"TrainStep: unknown activation code {codes[l]}")
             self.codes[l] = codes[l]
         keep = []

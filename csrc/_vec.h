@@ -8,7 +8,8 @@
  * Loops are written so that gcc -O3 vectorises them: the switch on the activation is
  * outside the loops, pointers are restrict, and in-place use has a loop of its own (with
  * possibly-aliasing pointers gcc falls back to a scalar, branchy loop: measured 6x slower
- * for the ReLU backward on real data). Activation codes are those of _kernels.pyx.
+ * for the ReLU backward on real data). The activation codes and the leaky slope are
+ * those of _codes.h.
  */
 #ifndef NNFAST_VEC_H
 #define NNFAST_VEC_H
@@ -17,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_codes.h"
 
 /* Flush-to-zero and denormals-are-zero for the duration of one loop. Adam's first moment
  * of a weight whose gradient became zero decays geometrically through the denormal range,
@@ -119,10 +122,6 @@ static inline double nnf_sigmoid_f64(double x)
     return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMOID = 4,
-       NNF_SOFTMAX = 5 };
-#define NNF_LEAKY_SLOPE 0.01
-
 /* a (n, m) := act(a + b), b (m,) broadcast over rows, rows ld apart (a block of a wider
  * array when ld > m); softmax along each row. */
 #define NNF_BIAS_ACT(NAME, T, EXPNEG, TANH, SIGMOID)                                               \
@@ -132,27 +131,27 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
         for (ptrdiff_t i = 0; i < n; i++) {                                            \
             T *restrict r = a + i * ld;                                                \
             switch (act) {                                                             \
-            case NNF_RELU:                                                             \
+            case NNF_ACT_RELU:                                                         \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
                     T v = r[j] + b[j];                                                 \
                     r[j] = v > 0 ? v : (T)0;                                           \
                 }                                                                      \
                 break;                                                                 \
-            case NNF_LEAKY_RELU:                                                       \
+            case NNF_ACT_LEAKY_RELU:                                                   \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
                     T v = r[j] + b[j];                                                 \
                     r[j] = v > 0 ? v : (T)NNF_LEAKY_SLOPE * v;                         \
                 }                                                                      \
                 break;                                                                 \
-            case NNF_TANH:                                                             \
+            case NNF_ACT_TANH:                                                         \
                 for (ptrdiff_t j = 0; j < m; j++)                                      \
                     r[j] = TANH(r[j] + b[j]);                                          \
                 break;                                                                 \
-            case NNF_SIGMOID:                                                          \
+            case NNF_ACT_SIGMOID:                                                      \
                 for (ptrdiff_t j = 0; j < m; j++)                                      \
                     r[j] = SIGMOID(r[j] + b[j]);                                       \
                 break;                                                                 \
-            case NNF_SOFTMAX: {                                                        \
+            case NNF_ACT_SOFTMAX: {                                                    \
                 T mx = r[0] + b[0], s = 0;                                             \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
                     r[j] += b[j];                                                      \
@@ -167,7 +166,7 @@ enum { NNF_LINEAR = 0, NNF_RELU = 1, NNF_LEAKY_RELU = 2, NNF_TANH = 3, NNF_SIGMO
                     r[j] *= s;                                                         \
                 break;                                                                 \
             }                                                                          \
-            default:                                                                   \
+            default: /* NNF_ACT_LINEAR */                                              \
                 for (ptrdiff_t j = 0; j < m; j++)                                      \
                     r[j] += b[j];                                                      \
             }                                                                          \
@@ -180,23 +179,23 @@ NNF_BIAS_ACT(nnf_bias_act_f64, double, nnf_exp_neg_f64, nnf_tanh_f64, nnf_sigmoi
  * body serves out-of-place (three restrict pointers) and in-place (o is g) use. */
 #define NNF_ACT_BACKWARD_BODY(T, OUT, IN)                                              \
     switch (act) {                                                                     \
-    case NNF_RELU:                                                                     \
+    case NNF_ACT_RELU:                                                                 \
         for (ptrdiff_t k = 0; k < size; k++)                                           \
             OUT[k] = y[k] > 0 ? IN[k] : (T)0;                                          \
         break;                                                                         \
-    case NNF_LEAKY_RELU:                                                               \
+    case NNF_ACT_LEAKY_RELU:                                                           \
         for (ptrdiff_t k = 0; k < size; k++)                                           \
             OUT[k] = y[k] > 0 ? IN[k] : (T)NNF_LEAKY_SLOPE * IN[k];                    \
         break;                                                                         \
-    case NNF_TANH:                                                                     \
+    case NNF_ACT_TANH:                                                                 \
         for (ptrdiff_t k = 0; k < size; k++)                                           \
             OUT[k] = IN[k] * ((T)1 - y[k] * y[k]);                                     \
         break;                                                                         \
-    case NNF_SIGMOID:                                                                  \
+    case NNF_ACT_SIGMOID:                                                              \
         for (ptrdiff_t k = 0; k < size; k++)                                           \
             OUT[k] = IN[k] * y[k] * ((T)1 - y[k]);                                     \
         break;                                                                         \
-    default:                                                                           \
+    default: /* NNF_ACT_LINEAR */                                                      \
         for (ptrdiff_t k = 0; k < size; k++)                                           \
             OUT[k] = IN[k];                                                            \
     }
@@ -205,7 +204,7 @@ NNF_BIAS_ACT(nnf_bias_act_f64, double, nnf_exp_neg_f64, nnf_tanh_f64, nnf_sigmoi
     static NNF_CLONES void NAME##_inplace(T *restrict o, const T *restrict y,         \
                                           ptrdiff_t size, int act)                    \
     {                                                                                  \
-        if (act == NNF_LINEAR)                                                         \
+        if (act == NNF_ACT_LINEAR)                                                     \
             return;                                                                    \
         NNF_ACT_BACKWARD_BODY(T, o, o)                                                 \
     }                                                                                  \
@@ -312,19 +311,19 @@ static inline uint64_t nnf_dropout_key(uint64_t seed, uint64_t step, uint64_t la
             T *restrict q = g + i * ld;                                                \
             const uint32_t c0 = (uint32_t)(base + (uint64_t)i * (uint64_t)ld);         \
             switch (act) {                                                             \
-            case NNF_RELU:                                                             \
+            case NNF_ACT_RELU:                                                         \
                 NNF_DROPOUT_LOOP(T, v > 0 ? (T)1 : (T)0)                               \
                 break;                                                                 \
-            case NNF_LEAKY_RELU:                                                       \
+            case NNF_ACT_LEAKY_RELU:                                                   \
                 NNF_DROPOUT_LOOP(T, v > 0 ? (T)1 : (T)NNF_LEAKY_SLOPE)                 \
                 break;                                                                 \
-            case NNF_TANH:                                                             \
+            case NNF_ACT_TANH:                                                         \
                 NNF_DROPOUT_LOOP(T, (T)1 - v * v)                                      \
                 break;                                                                 \
-            case NNF_SIGMOID:                                                          \
+            case NNF_ACT_SIGMOID:                                                      \
                 NNF_DROPOUT_LOOP(T, v * ((T)1 - v))                                    \
                 break;                                                                 \
-            default:                                                                   \
+            default: /* NNF_ACT_LINEAR */                                              \
                 NNF_DROPOUT_LOOP(T, (T)1)                                              \
             }                                                                          \
         }                                                                              \

@@ -10,13 +10,14 @@ import numpy as np
 
 from . import _validate
 from ._files import write_atomically
+from ._kernels import LEAKY_SLOPE
 
 OPSET = 17                       # default ONNX domain; Softmax has its per-axis form from 13
 IR_VERSION = 8                   # the IR of opset 17: readable by onnxruntime >= 1.12
 MAX_BYTES = 2**31 - 2**20        # protobuf's 2 GiB limit for one message, with some room
 INPUT, OUTPUT, BATCH = "X", "Y", "N"
 # nnfast's activation names -> (ONNX operator, attributes); linear has no node
-ACTIVATIONS = {"relu": ("Relu", {}), "leaky_relu": ("LeakyRelu", {"alpha": 0.01}),
+ACTIVATIONS = {"relu": ("Relu", {}), "leaky_relu": ("LeakyRelu", {"alpha": LEAKY_SLOPE}),
                "tanh": ("Tanh", {}), "sigmoid": ("Sigmoid", {}),
                "softmax": ("Softmax", {"axis": -1}), "linear": None}
 

@@ -12,13 +12,10 @@ C-contiguous arrays of one float dtype), threads, anything the compiled core lac
 """
 import numpy as np
 
-from ._kernels import (ACT_LEAKY_RELU, ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_SOFTMAX,
-                       ACT_TANH, LEAKY_SLOPE)
+from ._kernels import (ACT_LAST, ACT_LAST_HIDDEN, ACT_LEAKY_RELU, ACT_LINEAR, ACT_RELU,
+                       ACT_SIGMOID, ACT_SOFTMAX, ACT_TANH, LEAKY_SLOPE)
 from ._layout import build_layout, layer_views, n_weights
-
-HIDDEN_CODES = {"relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "tanh": ACT_TANH,
-                "sigmoid": ACT_SIGMOID, "linear": ACT_LINEAR}
-OUTPUT_CODES = {"softmax": ACT_SOFTMAX, "sigmoid": ACT_SIGMOID, "linear": ACT_LINEAR}
+from ._names import HIDDEN, LOSS_CODE, OUTPUT
 
 
 def _sigmoid(z):
@@ -31,7 +28,7 @@ def _sigmoid(z):
 
 def dense_forward(a, x, w, b, act):
     """a := act(x @ w + b); x (n, n_in), w (n_in, n_out), b (n_out,), a (n, n_out)."""
-    if not 0 <= act <= ACT_SOFTMAX:
+    if not 0 <= act <= ACT_LAST:
         raise ValueError(f"dense_forward: unknown activation code {act}")
     if b.shape != (w.shape[1],):
         raise ValueError(f"dense_forward: shape mismatch: w {w.shape}, b {b.shape}")
@@ -66,7 +63,7 @@ def _csr(data, indices, indptr, n_cols):
 def sparse_dense_forward(a, data, indices, indptr, rows, w, b, act, x_scale=1):
     """a := act(x_scale * X[rows] @ w + b), X the CSR matrix (data, indices, indptr) of
     shape (len(indptr) - 1, w.shape[0]); scipy's sparse product in the arrays' dtype."""
-    if not 0 <= act <= ACT_SOFTMAX:
+    if not 0 <= act <= ACT_LAST:
         raise ValueError(f"sparse_dense_forward: unknown activation code {act}")
     if rows.shape[0] == 0:
         return
@@ -79,7 +76,7 @@ def sparse_dense_forward(a, data, indices, indptr, rows, w, b, act, x_scale=1):
 
 def activation_backward(dz, da, a, act):
     """dz := da * act'(z) from the saved post-activation a = act(z); dz may be da."""
-    if not 0 <= act <= ACT_SIGMOID:
+    if not 0 <= act <= ACT_LAST_HIDDEN:
         raise ValueError(f"activation_backward: unknown activation code {act}")
     if dz.shape != a.shape or da.shape != a.shape:
         raise ValueError(f"activation_backward: shape mismatch: a {a.shape}, da {da.shape}, "
@@ -152,7 +149,7 @@ def _activation_derivative(a, act):
 
 def dropout_forward(a, g, key, p, act):
     """a := a * mask / (1 - p);  g := act'(z) * mask / (1 - p), from a = act(z)."""
-    if not 0 <= act <= ACT_SIGMOID:
+    if not 0 <= act <= ACT_LAST_HIDDEN:
         raise ValueError(f"dropout_forward: unknown hidden activation code {act}")
     if g.shape != a.shape:
         raise ValueError(f"dropout_forward: shape mismatch: a {a.shape}, g {g.shape}")
@@ -352,8 +349,7 @@ def reference_optimizer(opt):
 
 _LOSS = {"softmax": softmax_xent_backward, "sigmoid": sigmoid_bce_backward,
          "linear": squared_error_backward}
-_LOSS_CODE = {"softmax": 0, "sigmoid": 1, "linear": 2}    # the LOSS_* codes of _kernels
-_LOSS_BY_CODE = {code: _LOSS[name] for name, code in _LOSS_CODE.items()}
+_LOSS_BY_CODE = {code: _LOSS[name] for name, code in LOSS_CODE.items()}
 
 
 class ReferenceNetwork:
@@ -394,8 +390,8 @@ class ReferenceNetwork:
                                                                            self.layout)
         self.coefs, self.intercepts = [w for w, _ in views], [b for _, b in views]
         self.dcoefs, self.dintercepts = [w for w, _ in gviews], [b for _, b in gviews]
-        self._codes = [HIDDEN_CODES[h] for h in self.hidden]
-        self._output_code = OUTPUT_CODES[output]
+        self._codes = [HIDDEN[h] for h in self.hidden]
+        self._output_code = OUTPUT[output]
         self._loss = _LOSS[output]
         self._ws_rows, self._ws = 0, None
         self.dropout = tuple(dropout) if dropout is not None else (0.0,) * (self.n_layers - 1)
@@ -453,7 +449,7 @@ class ReferenceNetwork:
             loss = self._loss(d[L], a[L], y)
             scale = 1.0 / a[0].shape[0]
         else:
-            loss = weighted_loss_backward(d[L], a[L], y, w, _LOSS_CODE[self.output])
+            loss = weighted_loss_backward(d[L], a[L], y, w, LOSS_CODE[self.output])
             scale = 1.0 / float(w.sum(dtype=np.float64))
         for l in range(L - 1, -1, -1):
             linear_backward_params(self.dcoefs[l], self.dintercepts[l], d[l + 1], a[l], scale)
