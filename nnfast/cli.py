@@ -16,7 +16,8 @@ from . import __version__, _bench, _validate, datasets, plots
 from ._threads import _available_cpus, set_num_threads
 from .callbacks import Callback, EarlyStopping
 from .distributed import DataParallel
-from .network import HIDDEN, Network, load
+from ._names import HIDDEN
+from .network import Network, load
 from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
 
@@ -455,12 +456,13 @@ class _EpochLog(Callback):
     """Records the test loss and accuracy after every epoch and, unless quiet, prints one
     line: training loss, validation loss, test loss and accuracy, learning rate, seconds."""
 
-    def __init__(self, Xt, Yt, epochs, quiet):
-        self.Xt, self.Yt, self.epochs, self.quiet = Xt, Yt, epochs, quiet
+    def __init__(self, Xt, yt, epochs, quiet):
+        self.Xt, self.yt, self.epochs, self.quiet = Xt, yt, epochs, quiet
         self.test_loss, self.test_accuracy = [], []
 
     def on_epoch_end(self, net, epoch, logs):
-        loss, acc = net._loss_accuracy(self.Xt, self.Yt)
+        test = net.evaluate(self.Xt, self.yt)
+        loss, acc = test["loss"], test["accuracy"]
         self.test_loss.append(loss)
         self.test_accuracy.append(acc)
         if not self.quiet:
@@ -517,10 +519,10 @@ def _train(args):
         note = _uint8_range_note(X, scale) if args.input_scale is None else None
         if note:
             print(note, flush=True)
-    Xt = net._inputs(Xt, "X_test")
-    Yt = net._Y(yt, Xt.shape[0], "y_test")
+    Xt = _validate.network_inputs(net, Xt, "X_test")      # refused before any training
+    _validate.network_targets(net, yt, Xt.shape[0], "y_test")
     monitor = "val_loss" if args.validation_split else "loss"
-    log = _EpochLog(Xt, Yt, args.epochs, quiet)
+    log = _EpochLog(Xt, yt, args.epochs, quiet)
     # The log comes first: it sees each epoch's own weights, before EarlyStopping restores.
     callbacks = [log] if lead and (not quiet or args.plot) else []
     callbacks.append(_schedule(args, monitor))
@@ -533,7 +535,8 @@ def _train(args):
         return 0
     train_seconds = sum(hist.epoch_time)
     epochs = len(hist.epoch_time)               # fewer when stopped early
-    loss, acc = net._loss_accuracy(Xt, Yt)
+    test = net.evaluate(Xt, yt)
+    loss, acc = test["loss"], test["accuracy"]
     print(f"test accuracy {acc:.4f}  test loss {loss:.4f}  ({epochs} epochs, "
           f"{train_seconds:.2f} s training, {train_seconds / epochs:.3f} s/epoch)")
     if args.save:

@@ -21,6 +21,7 @@ from ._group import LocalGroup
 from ._sparse import CSRInput
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
+from ._names import HIDDEN, LOSS_CODE, OUTPUT
 from ._validate import is_number as _is_number
 from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
@@ -28,13 +29,8 @@ from .distributed import DataParallel, flat_grads_with_totals
 from .optim import Optimizer
 from .training import History, TrainState, train  # noqa: F401  (History: also from here)
 
-HIDDEN = {"relu": K.ACT_RELU, "leaky_relu": K.ACT_LEAKY_RELU, "tanh": K.ACT_TANH,
-          "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
-OUTPUT = {"softmax": K.ACT_SOFTMAX, "sigmoid": K.ACT_SIGMOID, "linear": K.ACT_LINEAR}
 LOSS = {"softmax": K.softmax_xent_backward, "sigmoid": K.sigmoid_bce_backward,
         "linear": K.squared_error_backward}
-LOSS_CODE = {"softmax": K.LOSS_SOFTMAX_XENT, "sigmoid": K.LOSS_SIGMOID_BCE,
-             "linear": K.LOSS_SQUARED_ERROR}
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
