@@ -1,6 +1,7 @@
 """A training workspace: the buffers of one compiled training step (nnfast._step)."""
 import numpy as np
 
+from ._names import LOSS_CODE
 from ._step import TrainStep
 
 
@@ -10,8 +11,7 @@ class Workspace:
     arrays; a short batch uses the leading rows, which stay C-contiguous. `sparse`: for
     sparse input only, no input batch (a[0] is None): the step reads the CSR rows."""
 
-    def __init__(self, net, rows, dcoefs, dintercepts, loss_code, dropout=True,
-                 sparse=False):
+    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True, sparse=False):
         self.rows = rows
         self.sparse = sparse
         self.a = [None if sparse and l == 0 else np.empty((rows, s), net.dtype)
@@ -19,7 +19,8 @@ class Workspace:
         self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
         self.y = np.empty((rows, net.sizes[-1]), net.dtype)
         self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
-                              self.d, self.y, net._hidden_codes, loss_code)
+                              self.d, self.y, net._hidden_codes,
+                              LOSS_CODE[net.output])
         if dropout and any(net.dropout):     # g[l] = act' * mask / (1 - p), per hidden layer
             self.g = [np.empty((rows, s), net.dtype) if p else None
                       for s, p in zip(net.sizes[1:-1], net.dropout)]

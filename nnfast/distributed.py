@@ -121,7 +121,7 @@ class DataParallel:
         self.allreduce(totals)
         loss = float(totals[-3]) / div
         if math.isfinite(loss):
-            rule._apply(self._params, totals[:-3], t)
+            rule._apply(self._params, totals[:-3], t, rule._n_decay)
         return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def threads(self, team):

@@ -444,7 +444,7 @@ class Network:
                                  f"{dropout_seed}")
         views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
         ws = Workspace(self, n, [w for w, _ in views], [b for _, b in views],
-                       LOSS_CODE[self.output], dropout=dropout_seed is not None,
+                       dropout=dropout_seed is not None,
                        sparse=isinstance(X, CSRInput))
         self._bind(ws.step, X, Y, dropout_seed=dropout_seed or 0)
         with single_threaded_blas() as team:
@@ -455,14 +455,17 @@ class Network:
     # ------------------------------------------------------------ training
 
     def _training_step(self, rows, X):
-        """The compiled step of this network's training workspace for batches of up to
-        `rows` of X (kept between fits; one for dense input serves sparse input too, not
-        the other way round)."""
-        ws, sparse = self._workspace, isinstance(X, CSRInput)
+        """The compiled step of the training workspace for batches of up to `rows` of X."""
+        return self._get_workspace(rows, sparse=isinstance(X, CSRInput)).step
+
+    def _get_workspace(self, rows, sparse=False):
+        """The training workspace for batches of up to `rows` (kept between fits); one
+        for dense input serves sparse input too, not the other way round."""
+        ws = self._workspace
         if ws is None or ws.rows != rows or (ws.sparse and not sparse):
             ws = self._workspace = Workspace(self, rows, self.dcoefs, self.dintercepts,
-                                             LOSS_CODE[self.output], sparse=sparse)
-        return ws.step
+                                             sparse=sparse)
+        return ws
 
     def _bind(self, step, X, Y, W=None, dropout_seed=0):
         """Bind checked training data to a compiled step: a CSRInput with bind_csr (the

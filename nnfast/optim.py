@@ -53,9 +53,9 @@ class Optimizer:
     def _prepare(self, net):
         """Allocate zeroed state for `net` unless this object already holds its state (or,
         just unpickled, holds state of the right shape, which `net` then adopts)."""
-        self._check_dtype(net._flat_params.dtype)
+        self._check_dtype(net.dtype)
         owner = self._owner() if self._owner is not None else None
-        flat = net._flat_params
+        flat = net.flat_params
         fits = len(self._state) == len(self._state_names) and all(
             s.shape == flat.shape and s.dtype == flat.dtype for s in self._state.values())
         if self._unpickled and fits:
@@ -78,8 +78,9 @@ class Optimizer:
         self._n_decay = net._n_decay
         return self
 
-    def _apply(self, params, grads, t):
-        """Update step t of the flat params from the flat grads (outside a TrainStep)."""
+    def _apply(self, params, grads, t, n_decay):
+        """Update step t of the flat params from the flat grads (outside a TrainStep);
+        weight decay on params[:n_decay] only."""
         raise NotImplementedError
 
     def _configure(self, step, net):
@@ -126,9 +127,9 @@ class SGD(Optimizer):
                            (self._state["velocity"],), lr=self.lr, momentum=self.momentum,
                            nesterov=self.nesterov, weight_decay=self.weight_decay)
 
-    def _apply(self, params, grads, t):
+    def _apply(self, params, grads, t, n_decay):
         _optim.sgd_update(params, self._state["velocity"], grads, self.lr, self.momentum,
-                          self.nesterov, self.weight_decay, self._n_decay)
+                          self.nesterov, self.weight_decay, n_decay)
 
 
 class Adam(Optimizer):
@@ -171,10 +172,10 @@ class Adam(Optimizer):
                            beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                            weight_decay=self.weight_decay)
 
-    def _apply(self, params, grads, t):
+    def _apply(self, params, grads, t, n_decay):
         _optim.adam_update(params, self._state["m"], self._state["v"], grads, t,
                            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                           self._n_decay)
+                           n_decay)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import nnfast as nf
+from nnfast._group import LocalGroup
 
 DTYPES = [np.float32, np.float64]
 HIDDEN = ["relu", "leaky_relu", "tanh", "sigmoid", "linear"]
@@ -547,11 +548,16 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
     opt._prepare(net)                                  # as fit does
     ws = net._get_workspace(batch)
     ws.step.bind(X, Y)                                 # as fit does
-    opt._configure(ws.step, net)
+    rule = opt._rule(ws.step, net)
+    group = LocalGroup()
+
+    def train_step(idx):                               # as nnfast.training does
+        group.step(ws.step, idx, float(idx.shape[0]), opt.t + 1, rule, 0, 1, False)
+        opt.t += 1
     order = rng.permutation(n).astype(np.intp)
     idxs = [order[s:s + batch] for s in range(0, n, batch)]
     for idx in idxs:                                   # warm-up
-        net._train_step(ws.step, idx, opt)
+        train_step(idx)
     before = net._flat_params.copy()
     tracemalloc.start()
     try:
@@ -559,7 +565,7 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(5):
             for idx in idxs:
-                net._train_step(ws.step, idx, opt)
+                train_step(idx)
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -14,6 +14,7 @@ from nnfast import _kernels as K                        # noqa: E402
 from nnfast import reference as R                       # noqa: E402
 from nnfast._sparse import CSRInput                     # noqa: E402
 from nnfast._step import TrainStep                      # noqa: E402
+from nnfast._workspace import Workspace                   # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64]
@@ -172,7 +173,7 @@ def test_step_on_csr_matches_dense_step(dtype, index, threads):
     net._flat_grads[:] = np.nan                          # every gradient is rewritten
     ws = net._get_workspace(16, sparse=True)
     assert ws is dense                                   # a dense workspace serves both
-    sparse = nf.network._Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+    sparse = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
     assert sparse.a[0] is None
     sparse.step.threads = threads
     sparse.step.bind_csr(X.data, X.indices, X.indptr, Y, 0.5)
@@ -188,7 +189,7 @@ def test_csr_step_gives_the_same_bits_on_any_team(dtype):
     results = []
     for threads in (1, 2, 3):
         net, X, Y = _step_setup(dtype, sizes=(11, 41), output="sigmoid")
-        ws = nf.network._Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+        ws = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
         opt = nf.Adam(lr=0.01, weight_decay=0.1)
         opt._prepare(net)
         ws.step.bind_csr(X.data, X.indices, X.indptr, Y)
@@ -204,7 +205,7 @@ def test_csr_step_gives_the_same_bits_on_any_team(dtype):
 
 def test_bind_csr_refuses_bad_structures():
     net, X, Y = _step_setup(np.float64)
-    ws = nf.network._Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+    ws = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
     step = ws.step
     with pytest.raises(ValueError, match="no input buffer"):
         step.bind(np.zeros((40, 11)), Y)
