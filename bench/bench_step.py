@@ -41,8 +41,8 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     Y = net._Y(y, X.shape[0])
     ws = net._get_workspace(min(batch, X.shape[0]))
     step = ws.step
-    step.bind(X, Y)
-    opt._configure(step, net)                          # as fit does
+    step.bind(X, Y)                                    # as fit does
+    rule = opt._rule()
     step.reset_timings()
     step.profile = True
     rng = np.random.default_rng(seed)
@@ -52,9 +52,8 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     for _ in range(epochs):
         rng.shuffle(order)
         with single_threaded_blas() as team:          # as fit does
-            step.threads = team
             for s in range(0, X.shape[0], batch):
-                net._train_step(step, order[s:s + batch], opt)
+                net._train_step(step, order[s:s + batch], opt, rule, team)
                 n_steps += 1
     total = time.perf_counter() - start
     step.profile = False

@@ -5,13 +5,14 @@ ranks of a host then share through the page cache) and the same fit arguments. A
 start of fit, rank 0's weights, optimizer state, shuffling generator and dropout counter
 are broadcast, so that every rank starts identical. Each global mini-batch of
 `batch_size` samples (the same indices on every rank) is cut into one contiguous part per
-rank; a rank runs the compiled forward/backward step on its part, with the gradient
-divided by the global batch size, and ONE Allreduce (sum, in place) over the flat
-gradient buffer, which carries the batch's summed loss, correct-prediction count and
-Ctrl-C flag in three extra entries, gives every rank the global batch's mean gradient. The optimizer then
-runs identically everywhere (same code, same inputs), so the weights stay bit-identical
-across ranks, and training equals a single process with the same batch size up to the
-rounding of the gradient sums.
+rank; a rank runs the compiled forward/backward step on its part (TrainStep.gradients),
+with the gradient divided by the global batch size, and ONE Allreduce (sum, in place)
+over the flat gradient buffer, which carries the batch's summed loss, correct-prediction
+count and Ctrl-C flag in three extra entries, gives every rank the global batch's mean
+gradient. The optimizer then runs identically everywhere (TrainStep.update: the same
+compiled update as inside a single-process step, same inputs), so the weights stay
+bit-identical across ranks, and training equals a single process with the same batch
+size up to the rounding of the gradient sums.
 
 Failures are agreed on, so that no rank waits forever in an Allreduce the others left:
 the input checks of fit, the callbacks before and after each epoch (and the validation)

@@ -92,23 +92,27 @@ class _DeferredInterrupt:
 
 class _Workspace:
     """Activations a[l] (a[0] is the input batch), deltas d[l] and targets y for up to
-    `rows` samples, and the compiled training step over them and the given gradient
-    arrays; a short batch uses the leading rows, which stay C-contiguous. `sparse`: for
-    sparse input only, no input batch (a[0] is None): the step reads the CSR rows."""
+    `rows` samples, and the compiled training step over them, the network's parameters
+    and the given flat gradient buffer (the network's layout); a short batch uses the
+    leading rows, which stay C-contiguous. `sparse`: for sparse input only, no input
+    batch (a[0] is None): the step reads the CSR rows."""
 
-    def __init__(self, net, rows, dcoefs, dintercepts, dropout=True, sparse=False):
+    def __init__(self, net, rows, grads, dropout=True, sparse=False):
         self.rows = rows
         self.sparse = sparse
         self.a = [None if sparse and l == 0 else np.empty((rows, s), net.dtype)
                   for l, s in enumerate(net.sizes)]
         self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]
         self.y = np.empty((rows, net.sizes[-1]), net.dtype)
-        self.step = TrainStep(net.coefs, net.intercepts, dcoefs, dintercepts, self.a,
-                              self.d, self.y, net._hidden_codes, LOSS_CODE[net.output])
+        self.g = None
         if dropout and any(net.dropout):     # g[l] = act' * mask / (1 - p), per hidden layer
             self.g = [np.empty((rows, s), net.dtype) if p else None
                       for s, p in zip(net.sizes[1:-1], net.dropout)]
-            self.step.set_dropout(net.dropout, self.g)
+        views = layer_views(grads, net._layout)
+        self.step = TrainStep(net._flat_params, grads, net.coefs, net.intercepts,
+                              [w for w, _ in views], [b for _, b in views], self.a, self.d,
+                              self.y, net._hidden_codes, LOSS_CODE[net.output],
+                              dropout=None if self.g is None else net.dropout, masks=self.g)
 
 
 def _is_number(x):
@@ -512,15 +516,13 @@ class Network:
             if dropout_seed >= 2**64:
                 raise ValueError(f"loss_and_grads: dropout_seed must be below 2**64, got "
                                  f"{dropout_seed}")
-        views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
-        ws = _Workspace(self, n, [w for w, _ in views], [b for _, b in views],
-                        dropout=dropout_seed is not None, sparse=isinstance(X, CSRInput))
-        ws.step.dropout_seed = dropout_seed or 0
-        self._bind(ws.step, X, Y)
+        grads = np.empty(self.n_params, self.dtype)
+        ws = _Workspace(self, n, grads, dropout=dropout_seed is not None,
+                        sparse=isinstance(X, CSRInput))
+        self._bind(ws.step, X, Y, dropout_seed=dropout_seed or 0)
         with single_threaded_blas() as team:
-            ws.step.threads = team
-            loss = ws.step.step(np.arange(n, dtype=np.intp))
-        return float(loss / n), views
+            loss, _ = ws.step.gradients(np.arange(n, dtype=np.intp), n, 0, team)
+        return float(loss / n), layer_views(grads, self._layout)
 
     # ------------------------------------------------------------ training
 
@@ -529,46 +531,52 @@ class Network:
         for dense input serves sparse input too, not the other way round."""
         ws = self._workspace
         if ws is None or ws.rows != rows or (ws.sparse and not sparse):
-            self._workspace = _Workspace(self, rows, self.dcoefs, self.dintercepts,
-                                         sparse=sparse)
+            self._workspace = _Workspace(self, rows, self._flat_grads, sparse=sparse)
         return self._workspace
 
-    def _bind(self, step, X, Y, W=None):
-        """Bind checked training data to a compiled step: a CSRInput with bind_csr (the
-        first layer reads its rows), arrays with bind."""
+    def _bind(self, step, X, Y, W=None, dropout_seed=0):
+        """Bind checked training data (and the run's dropout seed) to a compiled step: a
+        CSRInput with bind_csr (the first layer reads its rows), arrays with bind."""
         if isinstance(X, CSRInput):
-            step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W)
+            step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W, dropout_seed)
         else:
-            step.bind(X, Y, self.input_scale, W)
+            step.bind(X, Y, self.input_scale, W, dropout_seed)
 
-    def _train_step(self, step, idx, optimizer, dist=None, interrupted=False, weight=None):
-        """One mini-batch of the data bound to `step` (configured with `optimizer`):
-        gather, forward, backward and update, in one compiled call; with `dist`
-        (data-parallel), this rank's part of it, the Allreduce, then the update. Returns
-        (mean loss, correct predictions, interrupted) of the batch; a non-finite loss is not
-        applied. `interrupted` (Ctrl-C on this rank) comes back as is, or with `dist`
-        rides along in the Allreduce and comes back true when any rank was interrupted.
+    def _train_step(self, step, idx, optimizer, rule, team, dist=None, interrupted=False,
+                    weight=None):
+        """One mini-batch of the data bound to `step`: gather, forward, backward and the
+        update `rule` (optimizer._rule()), in one compiled call on a team of `team`
+        threads; with `dist` (data-parallel), this rank's part of it, the Allreduce, then
+        the same compiled update. Here, and only here, the optimizer's step count t and
+        the dropout step advance. Returns (mean loss, correct predictions, interrupted) of
+        the batch; a non-finite loss is not applied (t stays). `interrupted` (Ctrl-C on
+        this rank) comes back as is, or with `dist` rides along in the Allreduce and comes
+        back true when any rank was interrupted.
         With sample weights bound, `weight` is the batch's weight sum (> 0): the divisor
         of its summed (weighted) loss and gradient, instead of its size."""
         div = float(idx.shape[0]) if weight is None else weight
         if dist is None:
-            optimizer.t += 1
-            loss = step.step(idx, optimizer.t, div) / div
-            if not math.isfinite(loss):
-                optimizer.t -= 1                # the step skipped its update
-            return loss, step.correct, interrupted
+            loss, right = step.step(idx, div, self._dropout_step, team, optimizer.t + 1, rule)
+            if step.has_dropout:                # every step that ran used its masks
+                self._dropout_step += 1
+            loss /= div
+            if math.isfinite(loss):             # else the step skipped its update
+                optimizer.t += 1
+            return loss, right, interrupted
         lo, hi = dist.part(idx.shape[0])
         totals = self._flat_grads_ext           # gradients, then loss, correct, interrupted
         if hi > lo:                             # gradient of the part, / the global batch
-            totals[-3] = step.step(idx[lo:hi], 0, div)
-            totals[-2] = step.correct
+            totals[-3], totals[-2] = step.gradients(idx[lo:hi], div, self._dropout_step, team)
+            if step.has_dropout:
+                self._dropout_step += 1
         else:
             totals[:] = 0
         totals[-1] = 1 if interrupted else 0
         dist.allreduce(totals)
         loss = float(totals[-3]) / div
         if math.isfinite(loss):
-            optimizer._step(self._flat_params, self._flat_grads, self._n_decay)
+            step.update(optimizer.t + 1, rule, team)
+            optimizer.t += 1
         return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def fit(self, X: ArrayLike | str | os.PathLike, y: ArrayLike | str | os.PathLike,
@@ -731,17 +739,13 @@ class Network:
             hist = History()
             if dist is not None:
                 dist.broadcast_start(self, optimizer, order)
-            self._bind(ws.step, X, Y, W)
-            optimizer._configure(ws.step, self)
-            ws.step.dropout_seed = (self._dropout_seed if dist is None else
-                                    rank_dropout_seed(self._dropout_seed, dist.rank))
-            ws.step.dropout_step = self._dropout_step
+            self._bind(ws.step, X, Y, W, self._dropout_seed if dist is None else
+                       rank_dropout_seed(self._dropout_seed, dist.rank))
             try:
                 with _DeferredInterrupt() as interrupt:
                     self._epochs(hist, ws.step, order, n, rows, epochs, shuffle, optimizer,
                                  val, verbose, interrupt, callbacks, dist, W)
             finally:
-                self._dropout_step = ws.step.dropout_step
                 ws.step.release()
             return hist
         finally:
@@ -753,6 +757,7 @@ class Network:
         per_sample = self.sizes[-1] if self.output == "sigmoid" else 1   # accuracy units
         weights = None if W is None else W.astype(np.float64)
         batch_weight = None
+        rule = optimizer._rule()
         for epoch in range(epochs):
             failure = None
             try:
@@ -763,7 +768,7 @@ class Network:
                     if hasattr(cb, "on_epoch_begin"):
                         cb.on_epoch_begin(self, epoch, optimizer)
                 if callbacks:                           # a schedule may have changed lr
-                    optimizer._configure(step, self)
+                    rule = optimizer._rule()
             except Exception as exc:
                 if dist is None:
                     raise
@@ -780,14 +785,14 @@ class Network:
             comm_before = dist.comm_time if dist is not None else 0.0
             try:
                 with single_threaded_blas() as team:   # the step's own team does the work
-                    step.threads = team if dist is None else dist.threads(team)
+                    team = team if dist is None else dist.threads(team)
                     for k, start in enumerate(range(0, n, rows)):
                         idx = order[start:start + rows]
                         weight = None if weights is None else float(batch_weight[k])
                         if weight == 0:             # nothing to learn from: skipped
                             continue
-                        loss, right, stop_now = self._train_step(step, idx, optimizer, dist,
-                                                                 interrupt.requested, weight)
+                        loss, right, stop_now = self._train_step(
+                            step, idx, optimizer, rule, team, dist, interrupt.requested, weight)
                         if not math.isfinite(loss):
                             # the step skipped its update: the weights are the last finite
                             err = FloatingPointError(

@@ -14,12 +14,13 @@ import weakref
 
 import numpy as np
 
-from . import _optim
+from ._step import UpdateRule
 from ._validate import check_number
 
 
 class Optimizer:
-    """Base class: binds state buffers to one network and runs its update."""
+    """Base class: binds state buffers to one network and describes its update (the
+    compiled training step runs it; the training loop counts the steps in `t`)."""
 
     _state_names = ()
 
@@ -68,12 +69,10 @@ class Optimizer:
             self._owner = weakref.ref(net)
             self.t = 0
 
-    def _step(self, params, grads, n_decay):
-        """One update of the flat params from the flat grads (outside a TrainStep)."""
-        raise NotImplementedError
-
-    def _configure(self, step, net):
-        """Let the compiled step of `net` run this optimizer's update, layer by layer."""
+    def _rule(self) -> UpdateRule:
+        """The compiled update with the current hyperparameters over this optimizer's
+        state (after `_prepare`): built at the start of fit and again whenever a callback
+        may have changed a hyperparameter."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -111,15 +110,9 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
 
-    def _configure(self, step, net):
-        step.set_optimizer("sgd", net._flat_params, net._flat_grads,
-                           (self._state["velocity"],), lr=self.lr, momentum=self.momentum,
-                           nesterov=self.nesterov, weight_decay=self.weight_decay)
-
-    def _step(self, params, grads, n_decay):
-        self.t += 1
-        _optim.sgd_update(params, self._state["velocity"], grads, self.lr, self.momentum,
-                          self.nesterov, self.weight_decay, n_decay)
+    def _rule(self):
+        return UpdateRule("sgd", (self._state["velocity"],), self.lr, momentum=self.momentum,
+                          nesterov=self.nesterov, weight_decay=self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -156,17 +149,10 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: eps must be >= {tiny:g} (the smallest normal {dtype}) "
                              f"for a {dtype} network, got {self.eps!r}")
 
-    def _configure(self, step, net):
-        step.set_optimizer("adam", net._flat_params, net._flat_grads,
-                           (self._state["m"], self._state["v"]), lr=self.lr,
-                           beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                           weight_decay=self.weight_decay)
-
-    def _step(self, params, grads, n_decay):
-        self.t += 1
-        _optim.adam_update(params, self._state["m"], self._state["v"], grads, self.t,
-                           self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                           n_decay)
+    def _rule(self):
+        return UpdateRule("adam", (self._state["m"], self._state["v"]), self.lr,
+                          beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                          weight_decay=self.weight_decay)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

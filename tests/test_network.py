@@ -547,11 +547,11 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
     opt._prepare(net)                                  # as fit does
     ws = net._get_workspace(batch)
     ws.step.bind(X, Y)                                 # as fit does
-    opt._configure(ws.step, net)
+    rule = opt._rule()
     order = rng.permutation(n).astype(np.intp)
     idxs = [order[s:s + batch] for s in range(0, n, batch)]
     for idx in idxs:                                   # warm-up
-        net._train_step(ws.step, idx, opt)
+        net._train_step(ws.step, idx, opt, rule, 1)
     before = net._flat_params.copy()
     tracemalloc.start()
     try:
@@ -559,7 +559,7 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(5):
             for idx in idxs:
-                net._train_step(ws.step, idx, opt)
+                net._train_step(ws.step, idx, opt, rule, 1)
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

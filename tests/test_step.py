@@ -5,7 +5,8 @@ import pytest
 
 import nnfast as nf
 from nnfast import _kernels as K
-from nnfast._step import TrainStep
+from nnfast import _optim as O
+from nnfast._step import TrainStep, UpdateRule
 from nnfast.reference import ReferenceNetwork
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -21,6 +22,11 @@ def _setup(dtype, output="softmax", rows=8, hidden=("relu", "tanh")):
     return net, X, Y, ws
 
 
+def _grads(step, idx, threads=1, dropout_step=0):
+    """The batch's summed loss (the gradient arrays get its mean gradient)."""
+    return step.gradients(np.asarray(idx, np.intp), 0, dropout_step, threads)[0]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
 @pytest.mark.parametrize("n", [1, 5, 8])          # short batches use the leading rows
@@ -28,10 +34,17 @@ def test_step_matches_reference(dtype, output, n):
     net, X, Y, ws = _setup(dtype, output)
     idx = np.array([19, 0, 7, 7, 3, 12, 5, 1][:n], np.intp)
     ws.step.bind(X, Y)
-    loss = ws.step.step(idx)
+    loss, correct = ws.step.gradients(idx, 0, 0, 1)
     ref = ReferenceNetwork.from_network(net)
     rloss, rgrad = ref.loss_and_grads(X[idx], Y[idx])
     np.testing.assert_allclose(loss / n, rloss, rtol=RTOL[dtype])
+    z = ref.forward(X[idx])                # probabilities: the argmax / side of the logits
+    if output == "softmax":
+        assert correct == np.sum(z.argmax(axis=1) == Y[idx].argmax(axis=1))
+    elif output == "sigmoid":
+        assert correct == np.sum((z > 0.5) == (Y[idx] > 0.5))
+    else:
+        assert correct == 0
     np.testing.assert_allclose(net._flat_grads, rgrad, rtol=RTOL[dtype] * 10,
                                atol=RTOL[dtype] * np.abs(rgrad).max())
 
@@ -39,18 +52,22 @@ def test_step_matches_reference(dtype, output, n):
 def test_step_refuses_bad_indices_and_sizes():
     net, X, Y, ws = _setup(np.float32)
     with pytest.raises(ValueError, match="no data bound"):
-        ws.step.step(np.array([0], np.intp))
+        _grads(ws.step, [0])
     ws.step.bind(X, Y)
     for bad in ([20], [-1], [0, 2**40]):
         with pytest.raises(ValueError, match="out of range"):
-            ws.step.step(np.array(bad, np.intp))
+            _grads(ws.step, bad)
     with pytest.raises(ValueError, match="1 to 8 rows"):
-        ws.step.step(np.arange(9, dtype=np.intp))
+        _grads(ws.step, np.arange(9))
     with pytest.raises(ValueError, match="1 to 8 rows"):
-        ws.step.step(np.array([], np.intp))
+        _grads(ws.step, [])
+    with pytest.raises(ValueError, match="grad_div must be >= 0"):
+        ws.step.gradients(np.array([0], np.intp), -1, 0, 1)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        ws.step.gradients(np.array([0], np.intp), 0, 0, 0)
     ws.step.release()
     with pytest.raises(ValueError, match="no data bound"):
-        ws.step.step(np.array([0], np.intp))
+        _grads(ws.step, [0])
 
 
 def test_bind_refuses_wrong_data():
@@ -79,32 +96,38 @@ def test_bound_data_is_converted_and_scaled_per_batch(source, dtype):
     scale = 1 / 255
     ws.step.bind(raw, Y, scale)
     idx = np.array([3, 0, 7, 7, 19], np.intp)
-    loss = ws.step.step(idx)
+    loss = _grads(ws.step, idx)
     grads = net._flat_grads.copy()
     ws.step.bind(raw.astype(dtype) * dtype(scale), Y)
-    assert ws.step.step(idx) == loss
+    assert _grads(ws.step, idx) == loss
     assert np.array_equal(net._flat_grads, grads)
+
+
+def _step_args(net, ws):
+    return [net._flat_params, net._flat_grads, net.coefs, net.intercepts, net.dcoefs,
+            net.dintercepts, ws.a, ws.d, ws.y, net._hidden_codes, K.LOSS_SOFTMAX_XENT]
 
 
 def test_construction_refuses_inconsistent_buffers():
     net, X, Y, ws = _setup(np.float32)
-    args = [net.coefs, net.intercepts, net.dcoefs, net.dintercepts, ws.a, ws.d, ws.y,
-            net._hidden_codes, K.LOSS_SOFTMAX_XENT]
-    TrainStep(*args)                                           # consistent: fine
+    args = _step_args(net, ws)
+    step = TrainStep(*args)                                    # consistent: fine
+    assert (step.n_params, step.n_decay) == (net.n_params, net._n_decay)
+    assert not step.has_dropout
     bad = list(args)
-    bad[0] = [w.astype(np.float64) for w in net.coefs]
+    bad[2] = [w.astype(np.float64) for w in net.coefs]
     with pytest.raises(ValueError):
         TrainStep(*bad)
     bad = list(args)
-    bad[4] = ws.a[:-1]
+    bad[6] = ws.a[:-1]
     with pytest.raises(ValueError, match="inconsistent"):
         TrainStep(*bad)
     bad = list(args)
-    bad[7] = [1, 9]
+    bad[9] = [1, 9]
     with pytest.raises(ValueError, match="activation code"):
         TrainStep(*bad)
     bad = list(args)
-    bad[8] = 7
+    bad[10] = 7
     with pytest.raises(ValueError, match="loss code"):
         TrainStep(*bad)
 
@@ -121,14 +144,30 @@ def test_fit_releases_the_training_data():
     assert ref() is None            # the network does not keep the data alive after fit
 
 
+def _flat_update(opt, net, t):
+    """The optimizer's update of net's flat params from its flat grads with the _optim
+    kernel wrappers (one call over the whole buffer)."""
+    st, p, g, k = opt._state, net._flat_params, net._flat_grads, net._n_decay
+    if isinstance(opt, nf.Adam):
+        O.adam_update(p, st["m"], st["v"], g, t, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                      opt.weight_decay, k)
+    else:
+        O.sgd_update(p, st["velocity"], g, opt.lr, opt.momentum, opt.nesterov,
+                     opt.weight_decay, k)
+
+
+MAKERS = [lambda: nf.Adam(lr=0.01, weight_decay=0.1),
+          lambda: nf.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+          lambda: nf.SGD(lr=0.05)]
+MAKER_IDS = ["adamw", "sgd_nesterov", "sgd"]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make", [lambda: nf.Adam(lr=0.01, weight_decay=0.1),
-                                  lambda: nf.SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                                 weight_decay=0.01),
-                                  lambda: nf.SGD(lr=0.05)],
-                         ids=["adamw", "sgd_nesterov", "sgd"])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
 def test_fused_update_equals_separate_update(dtype, make):
-    # The update inside the step (layer by layer) against step-then-flat-update.
+    # The update inside the step (layer by layer) against gradients, then the _optim
+    # kernel over the flat buffer: the same elementwise kernels and scalars (Adam's bias
+    # corrections from one function), so the same bits.
     net, X, Y, ws = _setup(dtype)
     twin = nf.Network([7, 5, 4, 3], hidden=["relu", "tanh"], dtype=dtype, seed=1)
     twin_ws = twin._get_workspace(8)
@@ -136,55 +175,91 @@ def test_fused_update_equals_separate_update(dtype, make):
     fused._prepare(net)
     separate._prepare(twin)
     ws.step.bind(X, Y)
-    fused._configure(ws.step, net)
+    rule = fused._rule()
     twin_ws.step.bind(X, Y)
     rng = np.random.default_rng(0)
-    for _ in range(5):
+    for t in range(1, 6):
         idx = rng.integers(0, 20, 8).astype(np.intp)
-        fused.t += 1
-        ws.step.step(idx, fused.t)
-        twin_ws.step.step(idx)
-        separate._step(twin._flat_params, twin._flat_grads, twin._n_decay)
-    np.testing.assert_allclose(net._flat_params, twin._flat_params, rtol=RTOL[dtype],
-                               atol=RTOL[dtype])
-    np.testing.assert_allclose(net._flat_grads, twin._flat_grads, rtol=RTOL[dtype] * 10,
-                               atol=RTOL[dtype])
+        ws.step.step(idx, 0, 0, 1, t, rule)
+        _grads(twin_ws.step, idx)
+        _flat_update(separate, twin, t)
+    assert np.array_equal(net._flat_params, twin._flat_params)
+    assert np.array_equal(net._flat_grads, twin._flat_grads)
     for key in fused._state:
-        np.testing.assert_allclose(fused._state[key], separate._state[key],
-                                   rtol=RTOL[dtype], atol=RTOL[dtype])
+        assert np.array_equal(fused._state[key], separate._state[key])
 
 
-def test_set_optimizer_refuses_mismatched_buffers():
+def test_update_rule_refuses_bad_kinds_and_state():
+    m, v = np.zeros(10, np.float32), np.zeros(10, np.float32)
+    rule = UpdateRule("adam", (m, v), 0.1, weight_decay=0.5)
+    assert (rule.kind, rule.size, rule.dtype, rule.lr, rule.weight_decay) == (
+        "adam", 10, np.float32, 0.1, 0.5)
+    assert rule.state[0] is m and rule.state[1] is v
+    UpdateRule("sgd", [m], 0.1, momentum=0.9, nesterov=True)
+    for kind in ("rmsprop", "Adam", None, 1):
+        with pytest.raises(ValueError, match="unknown kind"):
+            UpdateRule(kind, (m, v), 0.1)
+    with pytest.raises(ValueError, match=r"adam needs 2 state arrays \(m, v\), got 1"):
+        UpdateRule("adam", (m,), 0.1)
+    with pytest.raises(ValueError, match=r"sgd needs 1 state array \(velocity,\), got 2"):
+        UpdateRule("sgd", (m, v), 0.1)
+    with pytest.raises(ValueError, match="needs 1 state array"):
+        UpdateRule("sgd", m, 0.1)                                # not a tuple of arrays
+    readonly = np.zeros(10, np.float32)
+    readonly.flags.writeable = False
+    for bad in (np.zeros((2, 5), np.float32), np.zeros(20, np.float32)[::2],
+                np.zeros(10, np.int32), np.zeros(10, np.float16), np.zeros(0, np.float32),
+                readonly, [0.0] * 10):
+        with pytest.raises(ValueError, match="state array must be"):
+            UpdateRule("sgd", (bad,), 0.1)
+    with pytest.raises(ValueError, match="differ"):
+        UpdateRule("adam", (m, v[:-1]), 0.1)
+    with pytest.raises(ValueError, match="differ"):
+        UpdateRule("adam", (m, v.astype(np.float64)), 0.1)
+
+
+def test_step_and_update_refuse_bad_t_rules_and_threads():
     net, X, Y, ws = _setup(np.float32)
     ws.step.bind(X, Y)
-    p, g = net._flat_params, net._flat_grads
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    with pytest.raises(ValueError, match="t must be 0"):
-        ws.step.step(np.array([0], np.intp), 1)                 # no optimizer set
-    with pytest.raises(ValueError, match="unknown kind"):
-        ws.step.set_optimizer("rmsprop", p, g, (m, v), lr=0.1)
-    with pytest.raises(ValueError, match="needs 2 state"):
-        ws.step.set_optimizer("adam", p, g, (m,), lr=0.1)
-    with pytest.raises(ValueError, match="not views"):
-        ws.step.set_optimizer("adam", p.copy(), g, (m, v), lr=0.1)
-    with pytest.raises(ValueError, match="not views"):
-        ws.step.set_optimizer("sgd", p, g.copy(), (m,), lr=0.1)
-    with pytest.raises(ValueError, match="shape"):
-        ws.step.set_optimizer("adam", p, g, (m[:-1].copy(), v), lr=0.1)
-    with pytest.raises(ValueError, match="float32"):
-        ws.step.set_optimizer("adam", p, g, (m.astype(np.float64), v), lr=0.1)
-    ws.step.set_optimizer("adam", p, g, (m, v), lr=0.1)
-    with pytest.raises(ValueError, match="t must be 0"):
-        ws.step.step(np.array([0], np.intp), -1)
+    p = net._flat_params
+    opt = nf.Adam(lr=0.1)
+    opt._prepare(net)
+    rule = opt._rule()
+    idx = np.array([0, 1], np.intp)
     before = p.copy()
-    ws.step.step(np.array([0, 1], np.intp))                    # t = 0: gradients only
+    for t in (0, -1):
+        with pytest.raises(ValueError, match="t .* must be >= 1"):
+            ws.step.step(idx, 0, 0, 1, t, rule)
+        with pytest.raises(ValueError, match="t .* must be >= 1"):
+            ws.step.update(t, rule, 1)
+    n = net.n_params
+    for bad in (UpdateRule("adam", (np.zeros(n - 1, np.float32),) * 2, 0.1),
+                UpdateRule("adam", (np.zeros(n, np.float64),) * 2, 0.1),
+                UpdateRule("sgd", (np.zeros(n + 16, np.float32),), 0.1)):
+        with pytest.raises(ValueError, match="does not fit the parameters"):
+            ws.step.step(idx, 0, 0, 1, 1, bad)
+        with pytest.raises(ValueError, match="does not fit the parameters"):
+            ws.step.update(1, bad, 1)
+    for call in (lambda: ws.step.step(idx, 0, 0, 1, 1, None),
+                 lambda: ws.step.update(1, None, 1),
+                 lambda: ws.step.step(idx, 0, 0, 1, 1, "adam")):
+        with pytest.raises(TypeError):
+            call()
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        ws.step.step(idx, 0, 0, 0, 1, rule)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        ws.step.update(1, rule, 0)
+    np.testing.assert_array_equal(p, before)                  # nothing ran
+    assert opt.t == 0                                          # the step owns no counter
+    _grads(ws.step, idx)                                       # gradients only
     np.testing.assert_array_equal(p, before)
-    ws.step.step(np.array([0, 1], np.intp), 1)
+    ws.step.step(idx, 0, 0, 1, 1, rule)
     assert not np.array_equal(p, before)
-    ws.step.release()                                          # drops the optimizer too
-    ws.step.bind(X, Y)
-    with pytest.raises(ValueError, match="t must be 0"):
-        ws.step.step(np.array([0], np.intp), 2)
+    assert opt.t == 0
+    ws.step.release()
+    with pytest.raises(ValueError, match="no data bound"):
+        ws.step.step(idx, 0, 0, 1, 2, rule)
+    ws.step.update(2, rule, 1)                                 # needs no data
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
@@ -199,10 +274,9 @@ def test_team_step_matches_reference(threads, n, dtype):
     X = rng.standard_normal((100, 37)).astype(dtype)
     Y = net._Y(rng.integers(0, 5, 100), 100)
     ws = net._get_workspace(64)
-    ws.step.threads = threads
     ws.step.bind(X, Y)
     idx = rng.integers(0, 100, n).astype(np.intp)
-    loss = ws.step.step(idx)
+    loss = _grads(ws.step, idx, threads)
     ref = ReferenceNetwork.from_network(net)
     rloss, rgrad = ref.loss_and_grads(X[idx], Y[idx])
     np.testing.assert_allclose(loss / n, rloss, rtol=RTOL[dtype] * 10)
