@@ -132,6 +132,58 @@ def test_construction_refuses_inconsistent_buffers():
         TrainStep(*bad)
 
 
+def test_construction_refuses_layers_that_are_not_views_of_the_flat_buffers():
+    net, X, Y, ws = _setup(np.float32)
+    args = _step_args(net, ws)
+    p, g = net._flat_params, net._flat_grads
+    for i, flat in ((0, p.copy()), (1, g.copy())):             # other buffers
+        bad = list(args)
+        bad[i] = flat
+        with pytest.raises(ValueError, match="not views"):
+            TrainStep(*bad)
+    # views at the same offsets of both, but biases first: weight decay would hit them
+    bad = list(args)
+    nb = net.n_params - net._n_decay
+    w_off = np.cumsum([0] + [w.size for w in net.coefs])
+    b_off = np.cumsum([0] + [b.size for b in net.intercepts])
+    for i_flat, i_w, i_b in ((0, 2, 3), (1, 4, 5)):           # params, grads
+        flat = bad[i_flat] = np.empty_like(p)
+        bad[i_w] = [flat[nb + o:nb + o + w.size].reshape(w.shape)
+                    for o, w in zip(w_off, net.coefs)]
+        bad[i_b] = [flat[o:o + b.size] for o, b in zip(b_off, net.intercepts)]
+    with pytest.raises(ValueError, match="not views"):
+        TrainStep(*bad)
+    for flat, match in ((p[:-1], "parameters"), (p.reshape(1, -1), "1-D"),
+                        (p.astype(np.float64), "float32"), (None, "1-D")):
+        bad = list(args)
+        bad[0] = flat
+        with pytest.raises(ValueError, match=match):
+            TrainStep(*bad)
+    bad = list(args)
+    bad[1] = g[:-1]
+    with pytest.raises(ValueError, match="shape"):
+        TrainStep(*bad)
+
+
+def test_construction_refuses_bad_dropout():
+    net, X, Y, ws = _setup(np.float32)
+    args = _step_args(net, ws)
+    masks = [np.empty((8, 5), np.float32), np.empty((8, 4), np.float32)]
+    assert TrainStep(*args, dropout=[0.5, 0.1], masks=masks).has_dropout
+    assert not TrainStep(*args, dropout=[0, 0]).has_dropout      # all 0: off, no masks
+    assert TrainStep(*args, dropout=[0, 0.1], masks=[None, masks[1]]).has_dropout
+    with pytest.raises(ValueError, match="expected 2 dropout rates"):
+        TrainStep(*args, dropout=[0.5], masks=masks[:1])
+    with pytest.raises(ValueError, match="needs 2 masks"):
+        TrainStep(*args, dropout=[0.5, 0.1])
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        TrainStep(*args, dropout=[1.0, 0.1], masks=masks)
+    with pytest.raises(ValueError, match=r"\(8, 4\)"):
+        TrainStep(*args, dropout=[0.5, 0.1], masks=[masks[0], masks[0]])
+    with pytest.raises(ValueError, match=r"\(8, 4\)"):
+        TrainStep(*args, dropout=[0.5, 0.1], masks=[masks[0], None])
+
+
 def test_fit_releases_the_training_data():
     import gc
     import weakref
@@ -260,6 +312,122 @@ def test_step_and_update_refuse_bad_t_rules_and_threads():
     with pytest.raises(ValueError, match="no data bound"):
         ws.step.step(idx, 0, 0, 1, 2, rule)
     ws.step.update(2, rule, 1)                                 # needs no data
+
+
+def _dropout_setup(dtype, sparse=False, rows=16):
+    rng = np.random.default_rng(7)
+    net = nf.Network([9, 40, 6, 3], hidden=["relu", "tanh"], dtype=dtype, seed=3,
+                     dropout=[0.3, 0.2])
+    X = rng.standard_normal((50, 9)).astype(dtype)
+    X[np.abs(X) < 0.8] = 0
+    Y = net._Y(rng.integers(0, 3, 50), 50)
+    ws = nf.network._Workspace(net, rows, net._flat_grads, sparse=sparse)
+    if sparse:
+        from scipy import sparse as sp
+        S = sp.csr_matrix(X)
+        ws.step.bind_csr(S.data, S.indices, S.indptr, Y, 1.0, None, 1234)
+    else:
+        ws.step.bind(X, Y, 1.0, None, 1234)
+    return net, ws, X, Y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_gradients_then_update_equals_step_bit_for_bit(dtype, make, threads, sparse):
+    """step(...) == gradients(...) then update(...): the fused per-layer update and the
+    flat one are the same elementwise update, whatever the team."""
+    if sparse:
+        pytest.importorskip("scipy")
+    runs = []
+    for fused in (True, False):
+        net, ws, _, _ = _dropout_setup(dtype, sparse)
+        opt = make()
+        opt._prepare(net)
+        rule = opt._rule()
+        rng = np.random.default_rng(1)
+        out = []
+        for t in range(1, 7):
+            idx = rng.integers(0, 50, 16 - t % 3).astype(np.intp)
+            if fused:
+                out.append(ws.step.step(idx, 0, 10 + t, threads, t, rule))
+            else:
+                out.append(ws.step.gradients(idx, 0, 10 + t, threads))
+                ws.step.update(t, rule, threads)
+        runs.append((out, net._flat_params.copy(), net._flat_grads.copy(),
+                     [s.copy() for s in opt._state.values()]))
+    (out0, p0, g0, s0), (out1, p1, g1, s1) = runs
+    assert out0 == out1
+    assert np.array_equal(p0, p1) and np.array_equal(g0, g1)
+    for a, b in zip(s0, s1):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
+def test_update_gives_the_same_bits_on_any_team(dtype, make):
+    # 1,004,004 parameters, not a whole number of cache lines: ranges end mid-layer; and
+    # the same bits as the _optim kernel wrapper over the whole buffer
+    net = nf.Network([999, 1000, 4], dtype=dtype, seed=0)
+    ws = net._get_workspace(4)
+    p0 = net._flat_params.copy()
+    results = []
+    for threads in (1, 2, 3, 4, None):
+        net._flat_params[:] = p0
+        opt = make()
+        opt._prepare(net)
+        rule = opt._rule()
+        rng = np.random.default_rng(5)
+        for t in range(1, 4):
+            net._flat_grads[:] = rng.standard_normal(net.n_params)
+            if threads is None:
+                _flat_update(opt, net, t)
+            else:
+                ws.step.update(t, rule, threads)
+        results.append((net._flat_params.copy(), [s.copy() for s in opt._state.values()]))
+    assert not np.array_equal(results[0][0], p0)
+    for params, state in results[1:]:
+        assert np.array_equal(params, results[0][0])
+        for a, b in zip(state, results[0][1]):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", MAKERS, ids=MAKER_IDS)
+def test_update_decays_weights_only(make):
+    # zero gradient: Adam moves nothing but the decay; SGD only the L2 term
+    net, X, Y, ws = _setup(np.float64)
+    for b in net.intercepts:
+        b[...] = 0.75
+    p0 = net._flat_params.copy()
+    net._flat_grads[:] = 0
+    opt = make()
+    opt._prepare(net)
+    ws.step.update(1, opt._rule(), 2)
+    k = net._n_decay
+    np.testing.assert_array_equal(net._flat_params[k:], p0[k:])        # biases untouched
+    if opt.weight_decay:
+        assert np.all(np.abs(net._flat_params[:k]) < np.abs(p0[:k]))
+    else:
+        np.testing.assert_array_equal(net._flat_params, p0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks_come_from_the_seed_and_the_given_step(dtype):
+    net, ws, X, Y = _dropout_setup(dtype, rows=50)
+    idx = np.arange(50, dtype=np.intp)
+    loss0 = _grads(ws.step, idx, dropout_step=0)
+    g0 = net._flat_grads.copy()
+    ref = ReferenceNetwork.from_network(net)                   # the masks of (seed, step 0)
+    rloss, rgrad = ref.loss_and_grads(X, Y, dropout_seed=1234)
+    np.testing.assert_allclose(loss0 / 50, rloss, rtol=RTOL[dtype] * 10)
+    np.testing.assert_allclose(g0, rgrad, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype] * np.abs(rgrad).max())
+    assert _grads(ws.step, idx, dropout_step=3) != loss0      # other masks
+    assert _grads(ws.step, idx, dropout_step=0) == loss0       # nothing advanced
+    np.testing.assert_array_equal(net._flat_grads, g0)
+    ws.step.bind(X, Y, 1.0, None, 99)                          # another seed
+    assert _grads(ws.step, idx, dropout_step=0) != loss0
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
