@@ -58,10 +58,12 @@ def worker(args):
     result = {"epoch_s": float(np.median(hist.epoch_time)), "steps": steps,
               "samples_per_s": X.shape[0] / float(np.median(hist.epoch_time)),
               "params": net.n_params, "accuracy": net.evaluate(X[:5000], y[:5000])["accuracy"]}
-    # the optimizer over the whole flat buffer, as a data-parallel step runs it
+    # the optimizer over the whole flat buffer on one core, as a data-parallel step runs
+    # it after the Allreduce (TrainStep.update)
+    step, rule = net._workspace.step, opt._rule()
     t0 = time.perf_counter()
     for _ in range(50):
-        opt._step(net._flat_params, net._flat_grads, net._n_decay)
+        step.update(opt.t + 1, rule, 1)
     result["optimizer_us"] = (time.perf_counter() - t0) / 50 * 1e6
     if comm is not None:
         result["allreduce_us"] = float(np.median(hist.comm_time)) / steps * 1e6

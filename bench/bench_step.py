@@ -34,6 +34,7 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     import nnfast as nf
     from nnfast._step import PHASES
     from nnfast._threads import single_threaded_blas
+    from nnfast._group import LocalGroup
     net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed)
     opt = nf.Adam(lr=1e-3)
     net.fit(X, y, epochs=1, batch_size=batch, optimizer=opt, verbose=False)   # warm-up
@@ -41,8 +42,9 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     Y = net._Y(y, X.shape[0])
     ws = net._get_workspace(min(batch, X.shape[0]))
     step = ws.step
-    step.bind(X, Y)
-    opt._configure(step, net)                          # as fit does
+    step.bind(X, Y)                                    # as fit does
+    rule = opt._rule()
+    group = LocalGroup()
     step.reset_timings()
     step.profile = True
     rng = np.random.default_rng(seed)
@@ -52,9 +54,10 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     for _ in range(epochs):
         rng.shuffle(order)
         with single_threaded_blas() as team:          # as fit does
-            step.threads = team
             for s in range(0, X.shape[0], batch):
-                net._train_step(step, order[s:s + batch], opt)
+                idx = order[s:s + batch]              # as nnfast.training does
+                group.step(step, idx, float(idx.shape[0]), opt.t + 1, rule, 0, team, False)
+                opt.t += 1
                 n_steps += 1
     total = time.perf_counter() - start
     step.profile = False

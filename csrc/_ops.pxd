@@ -382,3 +382,52 @@ cdef inline Py_ssize_t _csr_bad_row(const csr_index *indices, const csr_index *i
         return nnf_csr_bad_row_i32(indices, indptr, n_rows, n_cols, nnz_max, rows, n)
     else:
         return nnf_csr_bad_row_i64(indices, indptr, n_rows, n_cols, nnz_max, rows, n)
+
+
+# ---------------------------------------------------------------- optimizer updates
+from libc.math cimport pow
+
+# The scalars of one Adam(W) step for nnf_adam_*: filled by _adam_coefs only.
+cdef struct AdamCoefs:
+    double beta1, c1, beta2, c2, eps
+    double decay                # 1 - lr * weight_decay: the weights' factor (biases: 1)
+    double step_size            # lr / (1 - beta1^t)
+    double inv_bc2              # 1 / (1 - beta2^t)
+
+
+cdef inline AdamCoefs _adam_coefs(double lr, double beta1, double beta2, double eps,
+                                  double weight_decay, Py_ssize_t t) noexcept nogil:
+    """Adam's bias corrections and factors of step t >= 1, all in double (c1 = 1 - beta1
+    and c2 = 1 - beta2 too: in float, 1 - 0.999f is 1.3e-5 off, see _vec.h). The one place
+    they are computed: the training step (_step.pyx) and _optim.adam_update both call it."""
+    cdef AdamCoefs c
+    c.beta1 = beta1
+    c.c1 = 1 - beta1
+    c.beta2 = beta2
+    c.c2 = 1 - beta2
+    c.eps = eps
+    c.decay = 1 - lr * weight_decay
+    c.step_size = lr / (1 - pow(beta1, <double>t))
+    c.inv_bc2 = 1 / (1 - pow(beta2, <double>t))
+    return c
+
+
+cdef inline void _adam(floating *p, floating *m, floating *v, const floating *g,
+                       Py_ssize_t n, const AdamCoefs *c, bint decay) noexcept nogil:
+    """One Adam(W) step over p[0:n] (moments m, v; gradient g) with the scalars c; the
+    decoupled weight decay only with `decay` (weights, never biases)."""
+    if floating is float:
+        nnf_adam_f32(p, m, v, g, n, c.beta1, c.c1, c.beta2, c.c2, c.eps,
+                     c.decay if decay else 1, c.step_size, c.inv_bc2)
+    else:
+        nnf_adam_f64(p, m, v, g, n, c.beta1, c.c1, c.beta2, c.c2, c.eps,
+                     c.decay if decay else 1, c.step_size, c.inv_bc2)
+
+
+cdef inline void _sgd(floating *p, floating *vel, const floating *g, Py_ssize_t n,
+                      double lr, double momentum, bint nesterov, double wd) noexcept nogil:
+    """One SGD step over p[0:n] (velocity vel; gradient g), L2 weight decay wd."""
+    if floating is float:
+        nnf_sgd_f32(p, vel, g, n, lr, momentum, nesterov, wd)
+    else:
+        nnf_sgd_f64(p, vel, g, n, lr, momentum, nesterov, wd)

@@ -4,12 +4,12 @@
 The flat buffer holds all weights first, then all biases, so weight decay applies to the
 slice [0, n_decay) only and biases are never decayed. The loops themselves are in
 csrc/_vec.h (target_clones: AVX-512 / AVX2 / baseline picked at load time); here are
-only the shape checks and the float/double dispatch. Bias corrections of Adam are
-scalars computed by the caller, once per step.
+only the shape checks. Adam's bias corrections of step t come from _ops._adam_coefs, the
+one place they are computed (the training step, csrc/_step.pyx, uses it too).
 """
 from cython cimport floating
 
-from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
+from _ops cimport AdamCoefs, _adam_coefs, _adam, _sgd
 
 
 cdef inline void _check(Py_ssize_t n, Py_ssize_t n_state, Py_ssize_t n_grads,
@@ -37,22 +37,11 @@ def adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
         raise ValueError(f"adam_update: step t must be >= 1, got {t}")
     if n == 0:
         return
-    cdef double step_size = lr / (1 - beta1 ** t)
-    cdef double inv_bc2 = 1 / (1 - beta2 ** t)
-    cdef double decay = 1 - lr * weight_decay
-    cdef double c1 = 1 - beta1, c2 = 1 - beta2        # in double: see _vec.h
+    cdef AdamCoefs c = _adam_coefs(lr, beta1, beta2, eps, weight_decay, t)
     cdef Py_ssize_t k = n_decay
     with nogil:
-        if floating is float:
-            nnf_adam_f32(&params[0], &m[0], &v[0], &grads[0], k, beta1, c1, beta2, c2,
-                         eps, decay, step_size, inv_bc2)
-            nnf_adam_f32(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, c1, beta2, c2,
-                         eps, 1, step_size, inv_bc2)
-        else:
-            nnf_adam_f64(&params[0], &m[0], &v[0], &grads[0], k, beta1, c1, beta2, c2,
-                         eps, decay, step_size, inv_bc2)
-            nnf_adam_f64(&params[k], &m[k], &v[k], &grads[k], n - k, beta1, c1, beta2, c2,
-                         eps, 1, step_size, inv_bc2)
+        _adam(&params[0], &m[0], &v[0], &grads[0], k, &c, True)
+        _adam(&params[k], &m[k], &v[k], &grads[k], n - k, &c, False)
 
 
 def sgd_update(floating[::1] params, floating[::1] velocity, const floating[::1] grads,
@@ -70,11 +59,5 @@ def sgd_update(floating[::1] params, floating[::1] velocity, const floating[::1]
         return
     cdef Py_ssize_t k = n_decay
     with nogil:
-        if floating is float:
-            nnf_sgd_f32(&params[0], &velocity[0], &grads[0], k, lr, momentum, nesterov,
-                        weight_decay)
-            nnf_sgd_f32(&params[k], &velocity[k], &grads[k], n - k, lr, momentum, nesterov, 0)
-        else:
-            nnf_sgd_f64(&params[0], &velocity[0], &grads[0], k, lr, momentum, nesterov,
-                        weight_decay)
-            nnf_sgd_f64(&params[k], &velocity[k], &grads[k], n - k, lr, momentum, nesterov, 0)
+        _sgd(&params[0], &velocity[0], &grads[0], k, lr, momentum, nesterov, weight_decay)
+        _sgd(&params[k], &velocity[k], &grads[k], n - k, lr, momentum, nesterov, 0)

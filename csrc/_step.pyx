@@ -1,15 +1,32 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The whole training step of a network in one compiled call.
 
-Contents: `TrainStep`, built once per (network, workspace). It keeps raw pointers to the
-layers' weights, biases and gradients (views into the network's flat buffers), to the
-workspace's activations and deltas, to the bound training data and to the optimizer's
-state. `step(idx, t)` then gathers the mini-batch, runs the forward pass, the fused
-output/loss gradient, the backward pass and each layer's update as soon as its gradients
-are done, all without the GIL and without Python between the kernels, on a team of
-`threads` threads (csrc/_pool.h) that split every phase, each calling single-threaded
-BLAS on its block (the caller makes nnfast's BLAS single-threaded meanwhile:
-nnfast._threads.single_threaded_blas).
+Contents: `TrainStep`, built once per (network, workspace), and `UpdateRule`, an
+optimizer's update as the step runs it.
+
+A TrainStep keeps raw pointers to the network's flat parameter and gradient buffers and
+to the layers' weights, biases and gradients in them, to the workspace's activations,
+deltas and dropout masks, and, per fit (`bind` / `bind_csr`), to the training data and
+the dropout seed of the run. What changes from step to step comes with each call:
+
+    step(idx, grad_div, dropout_step, threads, t, rule) -> (loss_sum, correct)
+        gathers the mini-batch idx, runs the forward pass, the fused output/loss
+        gradient, the backward pass and each layer's update (the rule, at optimizer step
+        t) as soon as that layer's gradients are done, while they are still in cache;
+    gradients(idx, grad_div, dropout_step, threads) -> (loss_sum, correct)
+        the same without the update;
+    update(t, rule, threads)
+        the update alone over the whole flat buffer from the gradients (data-parallel
+        training: after the Allreduce of the gradients).
+
+All without the GIL and without Python between the kernels, on a team of `threads`
+threads (csrc/_pool.h) that split every phase, each calling single-threaded BLAS on its
+block (the caller makes nnfast's BLAS single-threaded meanwhile:
+nnfast._threads.single_threaded_blas). The step keeps no counters: the training loop owns
+the optimizer's step number t and the dropout step, and passes them in. An UpdateRule is
+built by the optimizer (nnfast.optim, Optimizer._rule) from its hyperparameters whenever
+they may have changed; Adam's bias corrections of step t are computed in one place,
+_ops._adam_coefs, which _optim.adam_update uses too.
 
 Why: a step is ~15 kernel calls, and each `def` call with its memoryviews costs ~0.7 us of
 Python dispatch: at batch 32 (1875 steps an epoch) that was ~10% of an epoch. And with
@@ -17,9 +34,19 @@ BLAS's own threads only the matrix products used the second core: the optimizer,
 gather and the elementwise passes (~25% of a step at batch 32) ran on one.
 
 Conventions: the same kernel bodies as _kernels.pyx (csrc/_ops.pxd). All arrays are
-checked here once (dtype, C order, shapes) when the step is built or data is bound; the
-array objects are kept alive by this object, and the network never rebinds its views.
-Indices are checked against the bound data on every step (n comparisons).
+checked here once (dtype, C order, shapes, the layers' offsets in the flat buffers) when
+the step is built, data is bound or a rule is built; a step then only compares the rule's
+size and dtype with the parameters'. The array objects are kept alive by these objects,
+and the network never rebinds its views. Indices are checked against the bound data on
+every step (n comparisons).
+
+The per-thread work is `_run`, a short driver over per-layer helpers that follow
+nnfast.reference.ReferenceNetwork._backprop: `_gather_batch`, `_forward_layer` (a block
+of rows x columns of one layer's output: the split by rows and the split by columns are
+the same call with other ranges), `_output_gradient`, `_backward_layer` and
+`_update_layer`. The work split and every barrier are in `_run`, and so are the profiling
+marks between helpers; a helper that spans two phases (a product and its activation)
+marks the boundary on the clock `_run` passes it (NULL: not profiling).
 
 Sparse input (bind_csr): the training data is a CSR matrix (data, indices, indptr). The
 first layer then never sees a dense batch: its forward pass reads the batch's rows
@@ -34,7 +61,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.stdint cimport int32_t, int64_t
-from libc.math cimport pow, isfinite
+from libc.math cimport isfinite
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
@@ -43,8 +70,7 @@ from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _g
                    SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
                    LOSS_SIGMOID_BCE_, _csr_matmul, _csr_scatter, _csr_bad_row,
                    ACT_LAST_HIDDEN_, LOSS_LAST_)
-
-from _ops cimport nnf_adam_f32, nnf_adam_f64, nnf_sgd_f32, nnf_sgd_f64
+from _ops cimport AdamCoefs, _adam_coefs, _adam, _sgd
 
 cdef extern from "_pool.h" nogil:
     ctypedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads) noexcept nogil
@@ -78,11 +104,104 @@ cdef enum:
     OPT_SGD = 2
 
 
+cdef struct Update:
+    # An update rule resolved for one optimizer step t (OPT_NONE: no update)
+    int kind
+    char *s1                    # the state buffers' bases (the flat parameters' layout)
+    char *s2
+    AdamCoefs adam              # Adam's scalars of step t (_ops._adam_coefs)
+    double lr, momentum, weight_decay
+    bint nesterov
+
+
+cdef class UpdateRule:
+    """An optimizer's update over state buffers with the flat parameter layout.
+
+    Parameters
+    ----------
+    kind : "adam" (Adam / AdamW: state = (m, v)) or "sgd" (SGD with optional (Nesterov)
+        momentum: state = (velocity,))
+    state : the state arrays: 1-D, C-contiguous, writable, float32 or float64, all of one
+        size and dtype (those of the parameters they belong to); kept alive here
+    lr, beta1, beta2, eps, momentum, nesterov, weight_decay : hyperparameters as in
+        nnfast.optim (checked there); weight decay applies to weights only
+
+    The optimizer builds one from its current hyperparameters (Optimizer._rule), again
+    whenever they may have changed; the step number t comes with each update
+    (TrainStep.step / TrainStep.update).
+    """
+    cdef readonly str kind
+    cdef readonly tuple state
+    cdef readonly double lr, beta1, beta2, eps, momentum, weight_decay
+    cdef readonly bint nesterov
+    cdef readonly Py_ssize_t size           # entries of each state array
+    cdef readonly object dtype
+    cdef int opt
+    cdef bint is_double
+    cdef char *s1
+    cdef char *s2
+
+    def __cinit__(self):
+        self.opt = OPT_NONE
+        self.s1 = self.s2 = NULL
+
+    def __init__(self, kind, state, double lr, double beta1=0.9, double beta2=0.999,
+                 double eps=1e-8, double momentum=0.0, bint nesterov=False,
+                 double weight_decay=0.0):
+        if not isinstance(kind, str) or kind not in ("adam", "sgd"):
+            raise ValueError(f"UpdateRule: unknown kind {kind!r}; expected 'adam' or 'sgd'")
+        need = 2 if kind == "adam" else 1
+        if not isinstance(state, (tuple, list)) or len(state) != need:
+            raise ValueError(f"UpdateRule: {kind} needs {need} state array"
+                             f"{'s (m, v)' if need == 2 else ' (velocity,)'}, got "
+                             f"{len(state) if isinstance(state, (tuple, list)) else type(state).__name__}")
+        state = tuple(state)
+        for arr in state:
+            if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.size > 0
+                    and arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous
+                    and arr.flags.writeable):
+                raise ValueError(f"UpdateRule: a state array must be a non-empty "
+                                 f"C-contiguous writable 1-D float32 or float64 array, got "
+                                 f"{getattr(arr, 'dtype', type(arr).__name__)} "
+                                 f"{getattr(arr, 'shape', '')}")
+            if arr.dtype != state[0].dtype or arr.shape != state[0].shape:
+                raise ValueError(f"UpdateRule: the state arrays differ: {state[0].dtype} "
+                                 f"{state[0].shape} and {arr.dtype} {arr.shape}")
+        self.kind = str(kind)
+        self.state = state
+        self.size = state[0].shape[0]
+        self.dtype = state[0].dtype
+        self.is_double = self.dtype == np.float64
+        self.s1 = <char *><size_t>state[0].ctypes.data
+        self.s2 = <char *><size_t>state[1].ctypes.data if need == 2 else NULL
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+        self.opt = OPT_ADAM if kind == "adam" else OPT_SGD
+
+    cdef void _at(self, Py_ssize_t t, Update *u) noexcept:
+        """u := this rule at optimizer step t >= 1."""
+        u.kind = self.opt
+        u.s1, u.s2 = self.s1, self.s2
+        u.adam = _adam_coefs(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, t)
+        u.lr, u.momentum, u.weight_decay = self.lr, self.momentum, self.weight_decay
+        u.nesterov = self.nesterov
+
+    def __repr__(self):
+        hyper = (f"beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}"
+                 if self.opt == OPT_ADAM else
+                 f"momentum={self.momentum!r}, nesterov={self.nesterov!r}")
+        return (f"UpdateRule({self.kind!r}, lr={self.lr!r}, {hyper}, "
+                f"weight_decay={self.weight_decay!r}, {self.size} {self.dtype})")
+
+
 cdef class TrainStep:
     """A network's training step over one workspace, as one compiled call.
 
     Parameters
     ----------
+    params, grads : the network's flat parameter and gradient buffers (1-D, all weights
+        then all biases); the layer arrays below must be views of them at the same
+        offsets, weights in the first n_decay entries (the decayed ones), biases after
     coefs, intercepts, dcoefs, dintercepts : lists of the L weight (n_in, n_out), bias
         (n_out,) and gradient arrays, layer by layer
     a, d : lists of L + 1 workspace arrays (rows, sizes[l]); d[0] is unused (may be None),
@@ -91,14 +210,19 @@ cdef class TrainStep:
     y : workspace array (rows, sizes[-1]) for the targets
     codes : list of L - 1 hidden activation codes
     loss : LOSS_* code of the output layer
+    dropout : optional L - 1 inverted-dropout rates in [0, 1) of the hidden layers (None
+        or all 0: no dropout)
+    masks : with dropout, L - 1 workspace arrays (rows, sizes[l + 1]) that get
+        act' * mask / (1 - p), or None where the rate is 0
 
-    With an optimizer set (`set_optimizer`), `step(idx, t)` also updates each layer's
-    parameters as soon as its gradients are complete (its dX computed), while they are
-    still in cache; the gradient arrays keep the batch's gradient. `threads` (default 1)
-    is the size of the team that runs a step; with more than one, nnfast's BLAS must be
-    single-threaded during the call (else every team thread starts BLAS threads too).
+    Then `bind` the data of a run, and call `step`, `gradients` or `update` (module
+    docstring). `threads` of a call is the size of the team that runs it; with more than
+    one, nnfast's BLAS must be single-threaded during the call (else every team thread
+    starts BLAS threads too). The gradient arrays keep the last batch's gradient.
     """
     cdef Py_ssize_t n_layers, rows, n_data
+    cdef readonly Py_ssize_t n_params       # entries of the flat buffers
+    cdef readonly Py_ssize_t n_decay        # of them weights: [0, n_decay) is decayed
     cdef Py_ssize_t *sizes
     cdef void **a
     cdef void **d
@@ -107,6 +231,8 @@ cdef class TrainStep:
     cdef void **dw
     cdef void **db
     cdef void *y
+    cdef char *p0                           # the flat parameters and gradients
+    cdef char *g0
     cdef const void *X
     cdef const void *Y
     cdef const void *W                      # sample weights (N,) of the bound data, or NULL
@@ -123,53 +249,36 @@ cdef class TrainStep:
     cdef bint is_double
     cdef public bint profile
     cdef long long phase_ns[N_PHASES]
-    cdef object _keep, _data, _opt_keep, dtype
-    # optimizer: flat params / grads / state bases (same layout), hyperparameters, and
-    # the scalars of the current step
-    cdef int opt
-    cdef char *p0
-    cdef char *g0
-    cdef char *s1
-    cdef char *s2
-    cdef double lr, beta1, beta2, eps, momentum, weight_decay
-    cdef bint nesterov
-    cdef double step_size, inv_bc2
-    cdef double grad_div                    # the gradient of this step is a sum / grad_div
-    cdef public int threads                 # team size for a step (1: the caller alone)
+    cdef object _keep, _data, dtype
     # dropout of hidden layer l (None where off): g[l] = act' * mask / (1 - p), the
-    # threshold and scale of its mask, and this step's key; the seed and step counter
-    # that make the keys
+    # threshold and scale of its mask, and this step's key; the seed of the bound run
     cdef void **g
     cdef unsigned int *drop
     cdef double *dscale
     cdef unsigned long long *keys
-    cdef bint has_dropout
-    cdef object _dropout_keep
-    cdef public unsigned long long dropout_seed, dropout_step
+    cdef readonly bint has_dropout
+    cdef unsigned long long dropout_seed
     cdef double loss_part[64]               # NNF_MAX_THREADS
     cdef Py_ssize_t correct_part[64]
-    cdef public Py_ssize_t correct          # the last step's correct predictions
 
     def __cinit__(self):
         self.profile = False
-        self.threads = 1
         for i in range(N_PHASES):
             self.phase_ns[i] = 0
         self.sizes = NULL
         self.a = self.d = self.w = self.b = self.dw = self.db = NULL
+        self.p0 = self.g0 = NULL
         self.codes = NULL
         self.g = NULL
         self.drop = NULL
         self.dscale = NULL
         self.keys = NULL
         self.has_dropout = False
-        self.dropout_seed = self.dropout_step = 0
+        self.dropout_seed = 0
         self.X = self.Y = self.W = NULL
         self.x_data = self.x_indices = self.x_indptr = NULL
         self.x_sparse = self.x_idx64 = False
         self.rw = NULL
-        self.opt = OPT_NONE
-        self.p0 = self.g0 = self.s1 = self.s2 = NULL
 
     def __dealloc__(self):
         free(self.rw)
@@ -186,7 +295,8 @@ cdef class TrainStep:
         free(self.dscale)
         free(self.keys)
 
-    def __init__(self, coefs, intercepts, dcoefs, dintercepts, a, d, y, codes, int loss):
+    def __init__(self, params, grads, coefs, intercepts, dcoefs, dintercepts, a, d, y, codes,
+                 int loss, dropout=None, masks=None):
         cdef Py_ssize_t L = len(coefs), l
         if L < 1 or not (len(intercepts) == len(dcoefs) == len(dintercepts) == L
                          and len(a) == len(d) == L + 1 and len(codes) == max(L - 1, 0)):
@@ -219,6 +329,8 @@ cdef class TrainStep:
                 or self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
+        for l in range(L):
+            self.g[l] = NULL
         for l in range(L + 1):
             self.sizes[l] = coefs[0].shape[0] if l == 0 and no_input else a[l].shape[1]
         for l in range(L - 1):
@@ -237,27 +349,57 @@ cdef class TrainStep:
                          self._pointer(a[l], (self.rows, self.sizes[l]), keep))
             self.d[l] = NULL if l == 0 else self._pointer(d[l], (self.rows, self.sizes[l]), keep)
         self.y = self._pointer(y, (self.rows, self.sizes[L]), keep)
+        self._flat(params, grads, keep)
+        self._set_dropout(dropout, masks, keep)
         self._keep = keep
-        for l in range(L):
-            self.g[l] = NULL
 
-    def set_dropout(self, rates=None, masks=None):
-        """Inverted dropout on the hidden layers during `step`: rates (L - 1 floats in
-        [0, 1); 0: none) and masks (L - 1 workspace arrays (rows, sizes[l + 1]) that get
-        act' * mask / (1 - p), or None where the rate is 0). No arguments: off. The mask
-        of a step comes from (dropout_seed, dropout_step, layer); step() increments
-        dropout_step."""
+    cdef _flat(self, params, grads, list keep):
+        """Check that every layer's arrays are views of the flat buffers at the same
+        offsets, weights first (n_decay entries), then biases; keep their bases."""
+        cdef Py_ssize_t L = self.n_layers, l, k, off, count, lo, hi
+        cdef Py_ssize_t n_w = 0, n_b = 0, item = self.dtype.itemsize
+        for l in range(L):
+            n_w += self.sizes[l] * self.sizes[l + 1]
+            n_b += self.sizes[l + 1]
+        n = params.shape[0] if isinstance(params, np.ndarray) and params.ndim == 1 else -1
+        if n != n_w + n_b:
+            raise ValueError(f"TrainStep: params must be a 1-D array of the layers' "
+                             f"{n_w + n_b} parameters, got "
+                             f"{getattr(params, 'shape', type(params).__name__)}")
+        cdef char *p0 = <char *>self._pointer(params, (n,), keep)
+        cdef char *g0 = <char *>self._pointer(grads, (n,), keep)
+        cdef char *pk
+        cdef char *gk
+        for l in range(L):
+            for k in range(2):
+                pk = <char *>(self.w[l] if k == 0 else self.b[l])
+                gk = <char *>(self.dw[l] if k == 0 else self.db[l])
+                count = self.sizes[l + 1] * (self.sizes[l] if k == 0 else 1)
+                lo, hi = (0, n_w) if k == 0 else (n_w, n)
+                off = pk - p0
+                if (off != gk - g0 or off % item or off // item < lo
+                        or off // item + count > hi):
+                    raise ValueError(f"TrainStep: layer {l}'s parameters or gradients are "
+                                     f"not views of params / grads at the same offsets "
+                                     f"(all weights first, then all biases)")
+        self.p0, self.g0 = p0, g0
+        self.n_params, self.n_decay = n, n_w
+
+    cdef _set_dropout(self, rates, masks, list keep):
+        """Inverted dropout on the hidden layers: rates (L - 1 floats in [0, 1); 0: none)
+        and masks (L - 1 workspace arrays (rows, sizes[l + 1]), None where the rate is 0).
+        The mask of a step comes from (dropout_seed, dropout_step, layer)."""
         from nnfast._kernels import dropout_threshold
         cdef Py_ssize_t l, L = self.n_layers
-        self.has_dropout = False
-        for l in range(L):
-            self.g[l] = NULL
-        self._dropout_keep = None
         if rates is None:
             return
-        if len(rates) != L - 1 or len(masks) != L - 1:
-            raise ValueError(f"TrainStep.set_dropout: expected {L - 1} rates and masks")
-        keep = []
+        if len(rates) != L - 1:
+            raise ValueError(f"TrainStep: expected {L - 1} dropout rates, got {len(rates)}")
+        if not any(float(p) != 0 for p in rates):
+            return
+        if masks is None or len(masks) != L - 1:
+            raise ValueError(f"TrainStep: dropout needs {L - 1} masks (None where the rate "
+                             f"is 0)")
         for l in range(L - 1):
             p = float(rates[l])
             if p == 0:
@@ -266,7 +408,6 @@ cdef class TrainStep:
             self.dscale[l] = 1 / (1 - p)
             self.g[l] = self._pointer(masks[l], (self.rows, self.sizes[l + 1]), keep)
             self.has_dropout = True
-        self._dropout_keep = keep
 
     cdef void *_pointer(self, arr, tuple shape, list keep, bint write=True) except NULL:
         """Address of arr's data after checking dtype, C order, shape (and writability)."""
@@ -280,13 +421,14 @@ cdef class TrainStep:
         keep.append(arr)
         return <void *><size_t>arr.ctypes.data
 
-    def bind(self, X, Y, double x_scale=1.0, W=None):
+    def bind(self, X, Y, double x_scale=1.0, W=None, unsigned long long dropout_seed=0):
         """Use X (N, sizes[0]) and Y (N, sizes[-1]) as the training data (checked arrays,
-        kept alive until the next bind). X may be uint8, float32 or float64 (an np.memmap
-        too): its rows are converted to the step's dtype and multiplied by x_scale as
-        each mini-batch is gathered; Y has the step's dtype. W (N,) of the step's dtype,
-        optional: sample weights (finite, >= 0): a row's loss and gradient are multiplied
-        by its weight (the caller passes the batch's weight sum as step's grad_div)."""
+        kept alive until the next bind or release), and dropout_seed for the dropout masks
+        of this run. X may be uint8, float32 or float64 (an np.memmap too): its rows are
+        converted to the step's dtype and multiplied by x_scale as each mini-batch is
+        gathered; Y has the step's dtype. W (N,) of the step's dtype, optional: sample
+        weights (finite, >= 0): a row's loss and gradient are multiplied by its weight
+        (the caller passes the batch's weight sum as the step's grad_div)."""
         keep = []
         n = X.shape[0] if isinstance(X, np.ndarray) and X.ndim == 2 else -1
         if n < 1:
@@ -306,15 +448,18 @@ cdef class TrainStep:
             raise ValueError(f"TrainStep.bind: X must be C-contiguous of shape (N, "
                              f"{self.sizes[0]}), got {X.shape}")
         keep.append(X)
-        self.Y = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
-        self.W = NULL if W is None else self._pointer(W, (n,), keep, False)
+        cdef const void *yp = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        cdef const void *wp = NULL if W is None else self._pointer(W, (n,), keep, False)
+        self.Y, self.W = yp, wp
         self.X = <const void *><size_t>X.ctypes.data
         self.x_src, self.x_scale = src, x_scale
         self.x_sparse = False
         self.n_data = n
+        self.dropout_seed = dropout_seed
         self._data = keep
 
-    def bind_csr(self, data, indices, indptr, Y, double x_scale=1.0, W=None):
+    def bind_csr(self, data, indices, indptr, Y, double x_scale=1.0, W=None,
+                 unsigned long long dropout_seed=0):
         """Use the CSR matrix X (data, indices, indptr) of shape (N, sizes[0]) and Y (N,
         sizes[-1]) as the training data, as `bind` does for a dense X; each non-zero is
         multiplied by x_scale as the first layer reads it. data: 1-D of the step's dtype;
@@ -354,64 +499,17 @@ cdef class TrainStep:
                              f"[{indptr[bad]}, {indptr[bad + 1]}) must lie in [0, {nnz_max}] "
                              f"in order and its column indices in [0, {n_cols})")
         keep += [data, indices, indptr]
-        self.Y = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
-        self.W = NULL if W is None else self._pointer(W, (n,), keep, False)
+        cdef const void *yp = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        cdef const void *wp = NULL if W is None else self._pointer(W, (n,), keep, False)
+        self.Y, self.W = yp, wp
         self.X = NULL
         self.x_data = <const void *><size_t>data.ctypes.data
         self.x_indices, self.x_indptr, self.x_idx64 = xi, xp, idx64
         self.x_src, self.x_scale = -1, x_scale
         self.x_sparse = True
         self.n_data = n
+        self.dropout_seed = dropout_seed
         self._data = keep
-
-    def set_optimizer(self, str kind, params=None, grads=None, state=(), double lr=0,
-                      double beta1=0.9, double beta2=0.999, double eps=1e-8,
-                      double momentum=0, bint nesterov=False, double weight_decay=0):
-        """Update the parameters inside `step(idx, t)`.
-
-        kind : "adam" (state = (m, v)), "sgd" (state = (velocity,)) or "none"
-        params, grads : the flat buffers that the layers' weight / bias arrays (given at
-            construction) and their gradients are views of, with the same layout; the
-            state arrays have that layout too. Weights are decayed, biases never.
-        Hyperparameters as in nnfast.optim (checked there).
-        """
-        self.opt = OPT_NONE
-        self.p0 = self.g0 = self.s1 = self.s2 = NULL
-        self._opt_keep = None
-        if kind == "none":
-            return
-        if kind not in ("adam", "sgd"):
-            raise ValueError(f"TrainStep.set_optimizer: unknown kind {kind!r}")
-        keep = []
-        n = params.shape[0] if isinstance(params, np.ndarray) and params.ndim == 1 else -1
-        if n < 1:
-            raise ValueError("TrainStep.set_optimizer: params must be a non-empty 1-D array")
-        need = 2 if kind == "adam" else 1
-        if len(state) != need:
-            raise ValueError(f"TrainStep.set_optimizer: {kind} needs {need} state arrays")
-        cdef char *p0 = <char *>self._pointer(params, (n,), keep)
-        cdef char *g0 = <char *>self._pointer(grads, (n,), keep)
-        bases = [<size_t>self._pointer(a, (n,), keep) for a in state]
-        cdef Py_ssize_t l, k, item = self.dtype.itemsize, off, count
-        cdef char *pk
-        cdef char *gk
-        for l in range(self.n_layers):            # every layer a view of the flat buffers
-            for k in range(2):
-                pk = <char *>(self.w[l] if k == 0 else self.b[l])
-                gk = <char *>(self.dw[l] if k == 0 else self.db[l])
-                count = self.sizes[l + 1] * (self.sizes[l] if k == 0 else 1)
-                off = pk - p0
-                if off != gk - g0 or off < 0 or off % item or off // item + count > n:
-                    raise ValueError(f"TrainStep.set_optimizer: layer {l}'s parameters or "
-                                     "gradients are not views of params / grads at the same "
-                                     "offsets")
-        self.p0, self.g0 = p0, g0
-        self.s1 = <char *><size_t>bases[0]
-        self.s2 = <char *><size_t>bases[1] if need == 2 else NULL
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
-        self.opt = OPT_ADAM if kind == "adam" else OPT_SGD
-        self._opt_keep = keep
 
     def timings(self):
         """Seconds spent in each phase (PHASES) while `profile` was on, since the last
@@ -423,113 +521,116 @@ cdef class TrainStep:
             self.phase_ns[i] = 0
 
     def release(self):
-        """Forget the bound data and the optimizer (they are no longer kept alive)."""
+        """Forget the bound data (it is no longer kept alive) and the run's dropout seed."""
         self.X = self.Y = self.W = NULL
         self.x_data = self.x_indices = self.x_indptr = NULL
         self.x_sparse = False
         self.n_data = 0
+        self.dropout_seed = 0
         self._data = None
-        self.set_optimizer("none")
 
-    def step(self, const Py_ssize_t[::1] idx, Py_ssize_t t=0, double grad_div=0):
-        """Gather the rows idx of the bound data, forward, backward: the gradient arrays
-        get the batch's mean gradient. With t >= 1 (the optimizer's step number), the
-        optimizer set by set_optimizer also updates the parameters. Returns the summed loss
-        of the batch (a float; weighted, with sample weights bound). `correct` is then the batch's number of correct
-        predictions: rows whose logits' argmax is the target's (softmax), entries whose
-        logit sign agrees with the 0/1 target (sigmoid), 0 (linear).
-        grad_div > 0 replaces the batch size as the divisor of the summed gradient (a part
-        of a larger batch: data-parallel training)."""
-        cdef Py_ssize_t n = idx.shape[0], i, n_data = self.n_data
-        cdef double loss
-        cdef const void *X = self.X
-        cdef const void *Y = self.Y
-        cdef const void *W = self.W
+    cdef _check_rule(self, str name, Py_ssize_t t, UpdateRule rule, int threads):
+        if t < 1:
+            raise ValueError(f"TrainStep.{name}: t (the optimizer step this update makes) "
+                             f"must be >= 1, got {t}")
+        if rule.size != self.n_params or rule.is_double != self.is_double:
+            raise ValueError(f"TrainStep.{name}: the rule's state ({rule.size} {rule.dtype}) "
+                             f"does not fit the parameters ({self.n_params} {self.dtype})")
+        if threads < 1:
+            raise ValueError(f"TrainStep.{name}: threads must be >= 1, got {threads}")
+
+    def step(self, const Py_ssize_t[::1] idx, double grad_div, unsigned long long dropout_step,
+             int threads, Py_ssize_t t, UpdateRule rule not None):
+        """One training step on the rows idx of the bound data, on a team of `threads`:
+        gather, forward, backward (the gradient arrays get the batch's gradient, its sum
+        divided by grad_div, or by the batch's size for grad_div = 0) and `rule`'s update
+        of optimizer step t >= 1, layer by layer as soon as each layer's gradients are
+        done; no update when the batch's loss is not finite (the caller reports the
+        divergence). Dropout masks of (the bound dropout_seed, dropout_step, layer).
+        Returns (loss_sum, correct): the summed loss of the batch (weighted, with sample
+        weights bound) and its number of correct predictions: rows whose logits' argmax
+        is the target's (softmax), entries whose logit sign agrees with the 0/1 target
+        (sigmoid), 0 (linear). grad_div > 0 replaces the batch size as the divisor of the
+        summed gradient (the batch's weight sum; a part of a larger batch: data-parallel
+        training)."""
+        self._check_rule("step", t, rule, threads)
+        return self._call("step", &idx[0] if idx.shape[0] else NULL, idx.shape[0], grad_div,
+                          dropout_step, threads, rule, t)
+
+    def gradients(self, const Py_ssize_t[::1] idx, double grad_div,
+                  unsigned long long dropout_step, int threads):
+        """As `step`, without the update: the gradient arrays get the batch's gradient.
+        Returns (loss_sum, correct)."""
+        if threads < 1:
+            raise ValueError(f"TrainStep.gradients: threads must be >= 1, got {threads}")
+        return self._call("gradients", &idx[0] if idx.shape[0] else NULL, idx.shape[0],
+                          grad_div, dropout_step, threads, None, 0)
+
+    def update(self, Py_ssize_t t, UpdateRule rule not None, int threads):
+        """`rule`'s update of optimizer step t >= 1 over all the flat parameters from the
+        flat gradients (weight decay on the weights [0, n_decay) only), on a team of
+        `threads`, each thread on its own cache-line-aligned range (elementwise: the same
+        bits for any team size, and as the update inside `step`)."""
+        self._check_rule("update", t, rule, threads)
+        cdef UpdateCall call
+        call.s = <void *>self
+        rule._at(t, &call.u)
+        cdef int team = nnf_pool_reserve(max(1, min(threads, 64)))
+        with nogil:
+            if self.is_double:
+                nnf_parallel(_update_task_f64, &call, team)
+            else:
+                nnf_parallel(_update_task_f32, &call, team)
+
+    cdef tuple _call(self, str name, const Py_ssize_t *idx, Py_ssize_t n, double grad_div,
+                     unsigned long long dropout_step, int threads, UpdateRule rule,
+                     Py_ssize_t t):
+        """The checks of a step on the batch idx[0:n] and its run on the team, with
+        rule's update at step t (rule None: gradients only); (loss_sum, correct)."""
+        cdef Py_ssize_t i, n_data = self.n_data
         data = self._data               # the arrays stay alive even if another thread rebinds
         if data is None:
-            raise ValueError("TrainStep.step: no data bound (call bind first)")
-        if t < 0 or (t > 0 and self.opt == OPT_NONE):
-            raise ValueError(f"TrainStep.step: t must be 0, or >= 1 with an optimizer set; "
-                             f"got {t}")
-        if self.opt == OPT_ADAM and t > 0:         # bias corrections of this step
-            self.step_size = self.lr / (1 - pow(self.beta1, <double>t))
-            self.inv_bc2 = 1 / (1 - pow(self.beta2, <double>t))
+            raise ValueError(f"TrainStep.{name}: no data bound (call bind first)")
         if n < 1 or n > self.rows:
-            raise ValueError(f"TrainStep.step: a batch has 1 to {self.rows} rows, got {n}")
+            raise ValueError(f"TrainStep.{name}: a batch has 1 to {self.rows} rows, got {n}")
         if not grad_div >= 0:
-            raise ValueError(f"TrainStep.step: grad_div must be >= 0, got {grad_div}")
-        self.grad_div = grad_div if grad_div > 0 else n
+            raise ValueError(f"TrainStep.{name}: grad_div must be >= 0, got {grad_div}")
         for i in range(n):
             if idx[i] < 0 or idx[i] >= n_data:
-                raise ValueError(f"TrainStep.step: index {idx[i]} out of range [0, {n_data})")
+                raise ValueError(f"TrainStep.{name}: index {idx[i]} out of range "
+                                 f"[0, {n_data})")
         if self.has_dropout:
             for i in range(self.n_layers - 1):
-                self.keys[i] = nnf_dropout_key(self.dropout_seed, self.dropout_step, i)
-            self.dropout_step += 1
+                self.keys[i] = nnf_dropout_key(self.dropout_seed, dropout_step, i)
         cdef StepCall call
         call.s = <void *>self
-        call.X = X
-        call.Y = Y
-        call.W = W
+        call.X = self.X
+        call.Y = self.Y
+        call.W = self.W
         call.sparse = self.x_sparse
         call.idx64 = self.x_idx64
         call.x_data = self.x_data
         call.x_indices = self.x_indices
         call.x_indptr = self.x_indptr
-        call.idx = &idx[0]
+        call.idx = idx
         call.n = n
-        call.update = t > 0
-        cdef int team = nnf_pool_reserve(max(1, min(self.threads, n, 64)))
+        call.grad_div = grad_div if grad_div > 0 else n
+        if rule is None:
+            call.u.kind = OPT_NONE
+        else:
+            rule._at(t, &call.u)
+        cdef int team = nnf_pool_reserve(max(1, min(threads, n, 64)))
         with nogil:
             if self.is_double:
-                nnf_parallel(_task_f64, &call, team)
+                nnf_parallel(_step_task_f64, &call, team)
             else:
-                nnf_parallel(_task_f32, &call, team)
-        loss = 0
-        self.correct = 0
+                nnf_parallel(_step_task_f32, &call, team)
+        cdef double loss = 0
+        cdef Py_ssize_t correct = 0
         for i in range(team):
             loss += self.loss_part[i]
-            self.correct += self.correct_part[i]
-        return loss
-
-
-cdef inline long long _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec
-
-
-cdef inline void _mark(bint prof, TrainStep s, int phase, long long *t) noexcept nogil:
-    """With profiling on (thread 0 only): charge the time since the last mark to `phase`."""
-    cdef long long now
-    if prof:
-        now = _now()
-        s.phase_ns[phase] += now - t[0]
-        t[0] = now
-
-
-cdef void _update(TrainStep s, floating *p, Py_ssize_t count, bint decay,
-                  floating kind) noexcept nogil:
-    """The optimizer on p[0:count], a slice of the flat parameters; the gradient and the
-    state are at the same offset in their buffers. `kind` selects the instance."""
-    cdef Py_ssize_t off = <char *>p - s.p0
-    cdef floating *g = <floating *>(s.g0 + off)
-    cdef floating *s1 = <floating *>(s.s1 + off)
-    cdef floating *s2
-    cdef double wd = s.weight_decay if decay else 0
-    if s.opt == OPT_ADAM:
-        s2 = <floating *>(s.s2 + off)
-        if floating is float:
-            nnf_adam_f32(p, s1, s2, g, count, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2,
-                         s.eps, 1 - s.lr * wd, s.step_size, s.inv_bc2)
-        else:
-            nnf_adam_f64(p, s1, s2, g, count, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2,
-                         s.eps, 1 - s.lr * wd, s.step_size, s.inv_bc2)
-    elif s.opt == OPT_SGD:
-        if floating is float:
-            nnf_sgd_f32(p, s1, g, count, s.lr, s.momentum, s.nesterov, wd)
-        else:
-            nnf_sgd_f64(p, s1, g, count, s.lr, s.momentum, s.nesterov, wd)
+            correct += self.correct_part[i]
+        return loss, correct
 
 
 cdef struct StepCall:
@@ -544,21 +645,268 @@ cdef struct StepCall:
     const void *x_indptr
     const Py_ssize_t *idx
     Py_ssize_t n
-    bint update
+    double grad_div             # the gradient of this step is a sum / grad_div
+    Update u                    # kind OPT_NONE: gradients only
 
 
-cdef void _task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
-    _task_run[float](<StepCall *>ctx, tid, nthreads, 0)
+cdef struct UpdateCall:
+    void *s                     # the TrainStep (borrowed: alive for the call)
+    Update u
 
 
-cdef void _task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
-    _task_run[double](<StepCall *>ctx, tid, nthreads, 0)
+cdef void _step_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
+    _run[float](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, tid, nthreads, 0)
 
 
-cdef void _task_run(StepCall *call, int tid, int nthreads, floating kind) noexcept nogil:
-    (<TrainStep>call.s).loss_part[tid] = _run(<TrainStep>call.s, call, call.X, call.Y,
-                                             call.W, call.idx, call.n, call.update, tid,
-                                             nthreads, kind)
+cdef void _step_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
+    _run[double](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, tid, nthreads, 0)
+
+
+cdef void _update_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
+    _update_flat[float](<TrainStep>(<UpdateCall *>ctx).s, &(<UpdateCall *>ctx).u, tid,
+                        nthreads, 0)
+
+
+cdef void _update_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
+    _update_flat[double](<TrainStep>(<UpdateCall *>ctx).s, &(<UpdateCall *>ctx).u, tid,
+                         nthreads, 0)
+
+
+# ---------------------------------------------------------------- one thread's share
+
+cdef inline long long _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec
+
+
+cdef inline void _mark(TrainStep s, int phase, long long *clock) noexcept nogil:
+    """Profiling (clock not NULL: thread 0 with profile on): charge the time since the
+    last mark to `phase`."""
+    cdef long long now
+    if clock != NULL:
+        now = _now()
+        s.phase_ns[phase] += now - clock[0]
+        clock[0] = now
+
+
+cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) noexcept nogil:
+    """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
+    forward, loss gradient, backward and, with an update, each layer's update once its
+    gradients and dX are done. Leaves this thread's part of the summed loss and of the
+    correct count in s.loss_part[tid] / s.correct_part[tid]. When the batch's loss is
+    not finite and there is an update, nothing after the loss runs: the parameters stay
+    those of the previous step (the caller reports the divergence).
+
+    Work split: rows of the batch for the gather and the loss; for the forward GEMM +
+    bias/activation rows when the batch is at least twice as tall as the layer is wide,
+    else columns (output units); columns for db; input units of a layer for dW (a
+    contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread updates
+    exactly the rows of W it alone read for dX. Barriers where a phase needs what other
+    threads wrote: before a forward layer unless it and the one before are split by
+    rows, before the loss unless the last layer is split by rows, after the loss and
+    after each backward layer.
+    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0, as the
+    update splits them); layer 0's forward pass is split by rows of the batch; its dW by
+    output units (the same columns as db), with a barrier before W0's update.
+    """
+    cdef Py_ssize_t L = s.n_layers, n = c.n, l, r0, r1, c0, c1, i0, i1
+    cdef Py_ssize_t *sz = s.sizes
+    cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
+    cdef bint update = c.u.kind != OPT_NONE
+    cdef bint by_rows, prev_by_rows = True           # the gather is split by rows
+    cdef long long t0 = 0
+    cdef long long *clock = NULL                     # profiling: thread 0's clock
+    if s.profile and tid == 0:
+        t0 = _now()
+        clock = &t0
+    nnf_part(n, tid, T, 1, &r0, &r1)                 # this thread's rows of the batch
+    if c.sparse:                           # dW0 is a scatter-add: it starts from zero
+        nnf_part(sz[0], tid, T, align, &i0, &i1)
+        if i1 > i0:
+            memset(<floating *>s.dw[0] + i0 * sz[1], 0, (i1 - i0) * sz[1] * sizeof(floating))
+    _gather_batch(s, c, r0, r1, kind)
+    _mark(s, P_GATHER, clock)
+    for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
+        # Split by rows when the batch is taller than the layer is wide: each thread then
+        # packs w[l] (sz[l] x sz[l+1]) rather than the whole batch's a[l] (n x sz[l]) for
+        # BLAS, and needs only its own rows of a[l]. Otherwise by output columns.
+        # A sparse first layer always by rows: each row of its output reads only that
+        # row's non-zeros.
+        by_rows = (c.sparse and l == 0) or (T > 1 and n >= 2 * sz[l + 1])
+        if not (by_rows and prev_by_rows):
+            nnf_barrier(T)                               # all of a[l] is needed
+        if by_rows:
+            _forward_layer(s, c, l, r0, r1, 0, sz[l + 1], clock, kind)
+        else:
+            nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
+            _forward_layer(s, c, l, 0, n, c0, c1, clock, kind)
+        _mark(s, P_BIAS_ACT, clock)
+        prev_by_rows = by_rows
+    if not prev_by_rows:
+        nnf_barrier(T)                                  # the loss needs whole rows
+    _output_gradient(s, c, tid, r0, r1, kind)
+    nnf_barrier(T)
+    _mark(s, P_LOSS, clock)
+    if update and not isfinite(_sum(s.loss_part, T)):
+        return             # diverged: every thread skips the backward pass and the update
+    for l in range(L - 1, -1, -1):
+        nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
+        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units
+        _backward_layer(s, c, l, i0, i1, c0, c1, clock, kind)
+        if update:
+            if c.sparse and l == 0:
+                nnf_barrier(T)            # all columns of dw[0][i0:i1] before its update
+            _update_layer(s, &c.u, l, i0, i1, c0, c1, kind)
+            _mark(s, P_OPT, clock)
+        if l > 0:
+            nnf_barrier(T)                             # d[l] complete for layer l - 1
+            _mark(s, P_ACT_BWD, clock)
+
+
+cdef inline void _gather_batch(TrainStep s, const StepCall *c, Py_ssize_t r0, Py_ssize_t r1,
+                               floating kind) noexcept nogil:
+    """Rows r0:r1 of the batch: a[0] := X[idx] (converted and scaled; not for sparse
+    input, which the first layer reads itself), y := Y[idx], the row weights := W[idx]."""
+    cdef Py_ssize_t k = s.sizes[0], m = s.sizes[s.n_layers]
+    cdef const Py_ssize_t *idx = c.idx + r0
+    if r1 <= r0:
+        return
+    if c.sparse:
+        pass
+    elif s.x_src < 0:
+        _gather_rows(<floating *>s.a[0] + r0 * k, <const floating *>c.X, idx, r1 - r0, k)
+    else:
+        _gather_convert(<floating *>s.a[0] + r0 * k, c.X, s.x_src, idx, r1 - r0, k,
+                        <floating>s.x_scale)
+    _gather_rows(<floating *>s.y + r0 * m, <const floating *>c.Y, idx, r1 - r0, m)
+    if c.W != NULL:
+        _gather_values(<floating *>s.rw + r0, <const floating *>c.W, idx, r1 - r0)
+
+
+cdef inline void _forward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py_ssize_t r0,
+                                Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                                long long *clock, floating kind) noexcept nogil:
+    """The block rows r0:r1 x columns c0:c1 of layer l's output: a[l+1] := act(a[l] @ w[l]
+    + b[l]) (the output layer: the logits; the loss fuses its activation), then, on a
+    hidden layer with dropout, its mask (keyed by the block's offset r0 * ld + c0 in the
+    layer's batch array, so any split gives the same mask). The sparse first layer is
+    always called with all the columns."""
+    cdef Py_ssize_t k = s.sizes[l], ld = s.sizes[l + 1]          # layer l's inputs, outputs
+    cdef floating *z = <floating *>s.a[l + 1] + r0 * ld + c0
+    cdef bint hidden = l < s.n_layers - 1
+    if r1 <= r0 or c1 <= c0:
+        return
+    if c.sparse and l == 0:                                  # z := X[idx[r0:r1]] @ w[0]
+        _sparse_forward(c, z, c.idx + r0, r1 - r0, <const floating *>s.w[0], ld,
+                        <floating>s.x_scale)
+    else:
+        gemm_rm(False, False, r1 - r0, c1 - c0, k, 1, <floating *>s.a[l] + r0 * k, k,
+                <floating *>s.w[l] + c0, ld, 0, z, ld)
+    _mark(s, P_GEMM_FWD, clock)
+    _bias_act(z, <floating *>s.b[l] + c0, r1 - r0, c1 - c0, ld,
+              s.codes[l] if hidden else ACT_LINEAR_)
+    if hidden and s.g[l] != NULL:
+        _dropout(z, <floating *>s.g[l] + r0 * ld + c0, r1 - r0, c1 - c0, ld, r0 * ld + c0,
+                 s.keys[l], s.drop[l], <floating>s.dscale[l], s.codes[l])
+
+
+cdef inline void _output_gradient(TrainStep s, const StepCall *c, int tid, Py_ssize_t r0,
+                                  Py_ssize_t r1, floating kind) noexcept nogil:
+    """Rows r0:r1: d[L] := y_hat - y (times the row weights, if any) from the logits
+    a[L]; this thread's summed loss and correct count into loss_part / correct_part."""
+    cdef Py_ssize_t L = s.n_layers, m = s.sizes[L]
+    cdef floating *z = <floating *>s.a[L] + r0 * m
+    cdef floating *y = <floating *>s.y + r0 * m
+    cdef double loss = 0
+    if r1 > r0 and c.W == NULL:
+        loss = _loss_backward(s.loss, <floating *>s.d[L] + r0 * m, z, y, r1 - r0, m)
+    elif r1 > r0:
+        loss = _weighted_loss_backward(s.loss, <floating *>s.d[L] + r0 * m, z, y,
+                                       <floating *>s.rw + r0, r1 - r0, m)
+    s.correct_part[tid] = _correct(s.loss, z, y, r1 - r0, m)
+    s.loss_part[tid] = loss
+
+
+cdef inline void _backward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py_ssize_t i0,
+                                 Py_ssize_t i1, Py_ssize_t c0, Py_ssize_t c1,
+                                 long long *clock, floating kind) noexcept nogil:
+    """Layer l's gradients from dz = d[l+1] (its output's): rows i0:i1 of dw[l] (dense:
+    scale a[l][:, i0:i1].T @ dz; the sparse first layer: columns c0:c1, a scatter-add of
+    X[idx].T @ dz), db[l][c0:c1] = scale dz's column sums, and for l > 0 the columns
+    i0:i1 of d[l] = dz @ w[l][i0:i1].T, through layer l - 1's dropout and activation."""
+    cdef Py_ssize_t n = c.n, k = s.sizes[l], m = s.sizes[l + 1]  # layer l's inputs, outputs
+    cdef floating scale = <floating>(1.0 / c.grad_div)
+    cdef floating *dz = <floating *>s.d[l + 1]
+    cdef floating *dx = <floating *>s.d[l] + i0 if l > 0 else NULL
+    if c.sparse and l == 0:
+        if c1 > c0:
+            _sparse_scatter(c, <floating *>s.dw[0] + c0, m, dz + c0, m, c.idx, n, c1 - c0,
+                            <floating>(s.x_scale * <double>scale))
+    elif i1 > i0:
+        gemm_rm(True, False, i1 - i0, m, n, scale, <floating *>s.a[l] + i0, k, dz, m, 0,
+                <floating *>s.dw[l] + i0 * m, m)
+    _mark(s, P_GEMM_DW, clock)
+    if c1 > c0:
+        _col_sum(<floating *>s.db[l] + c0, dz + c0, n, c1 - c0, m, scale)
+    _mark(s, P_DB, clock)
+    if l > 0 and i1 > i0:
+        gemm_rm(False, True, n, i1 - i0, m, 1, dz, m, <floating *>s.w[l] + i0 * m, m, 0,
+                dx, k)
+        _mark(s, P_GEMM_DX, clock)
+        if s.g[l - 1] != NULL:                         # through dropout + activation
+            _mul(dx, <floating *>s.g[l - 1] + i0, n, i1 - i0, k)
+        else:
+            _activation_backward(dx, dx, <floating *>s.a[l] + i0, n, i1 - i0, k,
+                                 s.codes[l - 1])
+        _mark(s, P_ACT_BWD, clock)
+
+
+cdef inline void _update_layer(TrainStep s, const Update *u, Py_ssize_t l, Py_ssize_t i0,
+                               Py_ssize_t i1, Py_ssize_t c0, Py_ssize_t c1,
+                               floating kind) noexcept nogil:
+    """The update of rows i0:i1 of w[l] (read by this thread only, for its dX) and of
+    b[l][c0:c1] (weights decayed, biases not)."""
+    cdef Py_ssize_t m = s.sizes[l + 1]
+    if i1 > i0:
+        _update(s, u, <floating *>s.w[l] + i0 * m, (i1 - i0) * m, True)
+    if c1 > c0:
+        _update(s, u, <floating *>s.b[l] + c0, c1 - c0, False)
+
+
+cdef void _update_flat(TrainStep s, const Update *u, int tid, int T,
+                       floating kind) noexcept nogil:
+    """Thread tid's range of the update over the whole flat buffer: ranges of whole cache
+    lines of the parameters (by address), the weights [0, n_decay) decayed."""
+    cdef Py_ssize_t align = 64 // sizeof(floating), begin, end, k = s.n_decay
+    cdef Py_ssize_t lead = (<size_t>s.p0 % 64) // sizeof(floating)   # entries before p0
+    cdef floating *p = <floating *>s.p0
+    cdef long long t0 = 0
+    cdef long long *clock = NULL                     # profiling: thread 0's clock
+    if s.profile and tid == 0:
+        t0 = _now()
+        clock = &t0
+    nnf_part(s.n_params + lead, tid, T, align, &begin, &end)
+    begin = max(begin - lead, 0)
+    end = max(end - lead, 0)
+    if begin < end and begin < k:
+        _update(s, u, p + begin, min(end, k) - begin, True)
+    if begin < end and end > k:
+        _update(s, u, p + max(begin, k), end - max(begin, k), False)
+    _mark(s, P_OPT, clock)
+
+
+cdef inline void _update(TrainStep s, const Update *u, floating *p, Py_ssize_t count,
+                         bint decay) noexcept nogil:
+    """The update of p[0:count], a slice of the flat parameters; its gradient and state
+    are at the same offset in their buffers. Weight decay only with `decay`."""
+    cdef Py_ssize_t off = <char *>p - s.p0
+    cdef floating *g = <floating *>(s.g0 + off)
+    cdef floating *s1 = <floating *>(u.s1 + off)
+    if u.kind == OPT_ADAM:
+        _adam(p, s1, <floating *>(u.s2 + off), g, count, &u.adam, decay)
+    elif u.kind == OPT_SGD:
+        _sgd(p, s1, g, count, u.lr, u.momentum, u.nesterov, u.weight_decay if decay else 0)
 
 
 cdef inline void _sparse_forward(const StepCall *c, floating *z, const Py_ssize_t *rows,
@@ -613,146 +961,3 @@ cdef Py_ssize_t _correct(int loss, const floating *z, const floating *y, Py_ssiz
         for i in range(n * m):
             count += (z[i] > 0) == (y[i] > 0.5)
     return count
-
-
-cdef double _run(TrainStep s, const StepCall *c, const void *X, const void *Y,
-                 const void *W, const Py_ssize_t *idx, Py_ssize_t n, bint update, int tid,
-                 int T, floating kind) noexcept nogil:
-    """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
-    forward, loss gradient, backward and, with `update`, each layer's update once its
-    gradients and dX are done. Returns this thread's part of the summed loss. When the
-    batch's loss is not finite and `update` is set, nothing after the loss runs: the
-    parameters stay those of the previous step (the caller reports the divergence).
-
-    Work split: rows of the batch for the gather and the loss; for the forward GEMM +
-    bias/activation rows when the batch is at least twice as tall as the layer is wide,
-    else columns (output units); columns for db; input units of a layer for dW (a
-    contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread updates
-    exactly the rows of W it alone read for dX. Barriers where a phase needs what other
-    threads wrote: before a forward layer unless it and the one before are split by
-    rows, before the loss unless the last layer is split by rows, after the loss and
-    after each backward layer.
-    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0, as the
-    update splits them); layer 0's forward pass is split by rows of the batch; its dW by
-    output units (the same columns as db), with a barrier before W0's update.
-    """
-    cdef Py_ssize_t L = s.n_layers, l, r0, r1, c0, c1, i0, i1, m
-    cdef Py_ssize_t *sz = s.sizes
-    cdef floating **a = <floating **>s.a
-    cdef floating **d = <floating **>s.d
-    cdef floating **w = <floating **>s.w
-    cdef floating **b = <floating **>s.b
-    cdef floating **dw = <floating **>s.dw
-    cdef floating **db = <floating **>s.db
-    cdef floating *y = <floating *>s.y
-    cdef floating scale = <floating>(1.0 / s.grad_div)
-    cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
-    cdef double loss = 0
-    cdef bint prof = s.profile and tid == 0
-    cdef long long t = _now() if prof else 0
-    cdef bint by_rows, prev_by_rows = True           # the gather is split by rows
-    cdef bint sparse = c.sparse
-    nnf_part(n, tid, T, 1, &r0, &r1)
-    m = sz[L]
-    if sparse:                             # dW0 is a scatter-add: it starts from zero
-        nnf_part(sz[0], tid, T, align, &i0, &i1)
-        if i1 > i0:
-            memset(dw[0] + i0 * sz[1], 0, (i1 - i0) * sz[1] * sizeof(floating))
-    if r1 > r0:
-        if sparse:
-            pass                           # layer 0 reads the CSR rows itself
-        elif s.x_src < 0:
-            _gather_rows(a[0] + r0 * sz[0], <const floating *>X, idx + r0, r1 - r0, sz[0])
-        else:
-            _gather_convert(a[0] + r0 * sz[0], X, s.x_src, idx + r0, r1 - r0, sz[0],
-                            <floating>s.x_scale)
-        _gather_rows(y + r0 * m, <const floating *>Y, idx + r0, r1 - r0, m)
-        if W != NULL:
-            _gather_values(<floating *>s.rw + r0, <const floating *>W, idx + r0, r1 - r0)
-    _mark(prof, s, P_GATHER, &t)
-    for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
-        # Split by rows when the batch is taller than the layer is wide: each thread then
-        # packs w[l] (sz[l] x sz[l+1]) rather than the whole batch's a[l] (n x sz[l]) for
-        # BLAS, and needs only its own rows of a[l]. Otherwise by output columns.
-        # A sparse first layer always by rows: each row of its output reads only that
-        # row's non-zeros.
-        by_rows = (sparse and l == 0) or (T > 1 and n >= 2 * sz[l + 1])
-        if not (by_rows and prev_by_rows):
-            nnf_barrier(T)                               # all of a[l] is needed
-        if by_rows:
-            if r1 > r0 and sparse and l == 0:
-                _sparse_forward(c, a[1] + r0 * sz[1], idx + r0, r1 - r0, w[0], sz[1],
-                                <floating>s.x_scale)
-            elif r1 > r0:
-                gemm_rm(False, False, r1 - r0, sz[l + 1], sz[l], 1, a[l] + r0 * sz[l], sz[l],
-                        w[l], sz[l + 1], 0, a[l + 1] + r0 * sz[l + 1], sz[l + 1])
-            if r1 > r0:
-                _mark(prof, s, P_GEMM_FWD, &t)
-                _bias_act(a[l + 1] + r0 * sz[l + 1], b[l], r1 - r0, sz[l + 1], sz[l + 1],
-                          s.codes[l] if l < L - 1 else ACT_LINEAR_)
-                if l < L - 1 and s.g[l] != NULL:
-                    _dropout(a[l + 1] + r0 * sz[l + 1], <floating *>s.g[l] + r0 * sz[l + 1],
-                             r1 - r0, sz[l + 1], sz[l + 1], r0 * sz[l + 1], s.keys[l],
-                             s.drop[l], <floating>s.dscale[l], s.codes[l])
-        else:
-            nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
-            if c1 > c0:
-                gemm_rm(False, False, n, c1 - c0, sz[l], 1, a[l], sz[l], w[l] + c0, sz[l + 1],
-                        0, a[l + 1] + c0, sz[l + 1])
-                _mark(prof, s, P_GEMM_FWD, &t)
-                _bias_act(a[l + 1] + c0, b[l] + c0, n, c1 - c0, sz[l + 1],
-                          s.codes[l] if l < L - 1 else ACT_LINEAR_)  # logits; loss fuses act
-                if l < L - 1 and s.g[l] != NULL:
-                    _dropout(a[l + 1] + c0, <floating *>s.g[l] + c0, n, c1 - c0, sz[l + 1], c0,
-                             s.keys[l], s.drop[l], <floating>s.dscale[l], s.codes[l])
-        _mark(prof, s, P_BIAS_ACT, &t)
-        prev_by_rows = by_rows
-    if not prev_by_rows:
-        nnf_barrier(T)                                  # the loss needs whole rows
-    if r1 > r0 and W == NULL:                                  # d[L] = y_hat - y, by rows
-        loss = _loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
-    elif r1 > r0:                                              # d[L] = w (y_hat - y)
-        loss = _weighted_loss_backward(s.loss, d[L] + r0 * m, a[L] + r0 * m, y + r0 * m,
-                                       <floating *>s.rw + r0, r1 - r0, m)
-    s.correct_part[tid] = _correct(s.loss, a[L] + r0 * m, y + r0 * m, r1 - r0, m)
-    s.loss_part[tid] = loss
-    nnf_barrier(T)
-    _mark(prof, s, P_LOSS, &t)
-    if update and not isfinite(_sum(s.loss_part, T)):
-        return loss        # diverged: every thread skips the backward pass and the update
-    for l in range(L - 1, -1, -1):
-        nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
-        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units
-        if sparse and l == 0:                          # dw[:, c0:c1] += X[idx].T d[:, c0:c1]
-            if c1 > c0:
-                _sparse_scatter(c, dw[0] + c0, sz[1], d[1] + c0, sz[1], idx, n, c1 - c0,
-                                <floating>(s.x_scale * <double>scale))
-        elif i1 > i0:                                  # dw[i0:i1] = scale a[l][:, i0:i1].T d
-            gemm_rm(True, False, i1 - i0, sz[l + 1], n, scale, a[l] + i0, sz[l], d[l + 1],
-                    sz[l + 1], 0, dw[l] + i0 * sz[l + 1], sz[l + 1])
-        _mark(prof, s, P_GEMM_DW, &t)
-        if c1 > c0:
-            _col_sum(db[l] + c0, d[l + 1] + c0, n, c1 - c0, sz[l + 1], scale)
-        _mark(prof, s, P_DB, &t)
-        if sparse and l == 0 and update:
-            nnf_barrier(T)                # all columns of dw[0][i0:i1] before its update
-        if l > 0 and i1 > i0:                          # d[l][:, i0:i1] = d @ w[l][i0:i1].T
-            gemm_rm(False, True, n, i1 - i0, sz[l + 1], 1, d[l + 1], sz[l + 1],
-                    w[l] + i0 * sz[l + 1], sz[l + 1], 0, d[l] + i0, sz[l])
-            _mark(prof, s, P_GEMM_DX, &t)
-            if s.g[l - 1] != NULL:                     # through dropout + activation
-                _mul(d[l] + i0, <floating *>s.g[l - 1] + i0, n, i1 - i0, sz[l])
-            else:
-                _activation_backward(d[l] + i0, d[l] + i0, a[l] + i0, n, i1 - i0, sz[l],
-                                     s.codes[l - 1])
-            _mark(prof, s, P_ACT_BWD, &t)
-        if update:                       # rows i0:i1 of w[l]: read by this thread only
-            if i1 > i0:
-                _update(s, w[l] + i0 * sz[l + 1], (i1 - i0) * sz[l + 1], True, kind)
-            if c1 > c0:
-                _update(s, b[l] + c0, c1 - c0, False, kind)
-            _mark(prof, s, P_OPT, &t)
-        if l > 0:
-            nnf_barrier(T)                             # d[l] complete for layer l - 1
-            _mark(prof, s, P_ACT_BWD, &t)
-    return loss

@@ -43,6 +43,5 @@ class LocalGroup:
         (summed, divided by `div`) and, when the loss is finite, the update `rule` as the
         optimizer's step `t`, fused in one call. Returns (mean loss, correct predictions,
         interrupted): a group ORs `interrupted` (Ctrl-C seen here) over its ranks."""
-        step.threads, step.dropout_step = threads, dropout_step
-        loss = step.step(idx, t, div)
-        return loss / div, step.correct, interrupted
+        loss, correct = step.step(idx, div, dropout_step, threads, t, rule)
+        return loss / div, correct, interrupted

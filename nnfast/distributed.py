@@ -5,13 +5,14 @@ ranks of a host then share through the page cache) and the same fit arguments. A
 start of fit, rank 0's weights, optimizer state, shuffling generator and dropout counter
 are broadcast, so that every rank starts identical. Each global mini-batch of
 `batch_size` samples (the same indices on every rank) is cut into one contiguous part per
-rank; a rank runs the compiled forward/backward step on its part, with the gradient
-divided by the global batch size, and ONE Allreduce (sum, in place) over the flat
-gradient buffer, which carries the batch's summed loss, correct-prediction count and
-Ctrl-C flag in three extra entries, gives every rank the global batch's mean gradient. The optimizer then
-runs identically everywhere (same code, same inputs), so the weights stay bit-identical
-across ranks, and training equals a single process with the same batch size up to the
-rounding of the gradient sums.
+rank; a rank runs the compiled forward/backward step on its part (TrainStep.gradients),
+with the gradient divided by the global batch size, and ONE Allreduce (sum, in place)
+over the flat gradient buffer, which carries the batch's summed loss, correct-prediction
+count and Ctrl-C flag in three extra entries, gives every rank the global batch's mean
+gradient. The optimizer then runs identically everywhere (TrainStep.update: the same
+compiled update as inside a single-process step, same inputs), so the weights stay
+bit-identical across ranks, and training equals a single process with the same batch
+size up to the rounding of the gradient sums.
 
 Failures are agreed on, so that no rank waits forever in an Allreduce the others left:
 the input checks of fit, the callbacks before and after each epoch (and the validation)
@@ -92,7 +93,7 @@ class DataParallel:
         state.dropout_seed, state.dropout_step = self.comm.bcast(
             (state.dropout_seed, state.dropout_step), root=0)
         self.comm.Bcast(order, root=0)
-        self._params, self._totals = params, grads
+        self._totals = grads
 
     def batch_rows(self, rows):
         """Rows of a global mini-batch of `rows` that one rank computes, at most."""
@@ -111,17 +112,15 @@ class DataParallel:
         rank alike. Returns (mean loss, correct predictions, any rank interrupted)."""
         lo, hi = self.part(idx.shape[0])
         totals = self._totals                   # gradients, then loss, correct, interrupted
-        step.threads, step.dropout_step = threads, dropout_step
         if hi > lo:
-            totals[-3] = step.step(idx[lo:hi], 0, div)
-            totals[-2] = step.correct
+            totals[-3], totals[-2] = step.gradients(idx[lo:hi], div, dropout_step, threads)
         else:
             totals[:] = 0
         totals[-1] = 1 if interrupted else 0
         self.allreduce(totals)
         loss = float(totals[-3]) / div
         if math.isfinite(loss):
-            rule._apply(self._params, totals[:-3], t, rule._n_decay)
+            step.update(t, rule, threads)      # the same compiled update as one process
         return loss, int(round(float(totals[-2]))), bool(totals[-1] > 0)
 
     def threads(self, team):

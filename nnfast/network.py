@@ -442,15 +442,13 @@ class Network:
             if dropout_seed >= 2**64:
                 raise ValueError(f"loss_and_grads: dropout_seed must be below 2**64, got "
                                  f"{dropout_seed}")
-        views = layer_views(np.empty(self.n_params, self.dtype), self._layout)
-        ws = Workspace(self, n, [w for w, _ in views], [b for _, b in views],
-                       dropout=dropout_seed is not None,
+        grads = np.empty(self.n_params, self.dtype)
+        ws = Workspace(self, n, grads, dropout=dropout_seed is not None,
                        sparse=isinstance(X, CSRInput))
         self._bind(ws.step, X, Y, dropout_seed=dropout_seed or 0)
         with single_threaded_blas() as team:
-            ws.step.threads = team
-            loss = ws.step.step(np.arange(n, dtype=np.intp))
-        return float(loss / n), views
+            loss, _ = ws.step.gradients(np.arange(n, dtype=np.intp), n, 0, team)
+        return float(loss / n), layer_views(grads, self._layout)
 
     # ------------------------------------------------------------ training
 
@@ -463,18 +461,16 @@ class Network:
         for dense input serves sparse input too, not the other way round."""
         ws = self._workspace
         if ws is None or ws.rows != rows or (ws.sparse and not sparse):
-            ws = self._workspace = Workspace(self, rows, self.dcoefs, self.dintercepts,
-                                             sparse=sparse)
+            ws = self._workspace = Workspace(self, rows, self._flat_grads, sparse=sparse)
         return ws
 
     def _bind(self, step, X, Y, W=None, dropout_seed=0):
         """Bind checked training data to a compiled step: a CSRInput with bind_csr (the
         first layer reads its rows), arrays with bind."""
         if isinstance(X, CSRInput):
-            step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W)
+            step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W, dropout_seed)
         else:
-            step.bind(X, Y, self.input_scale, W)
-        step.dropout_seed = dropout_seed
+            step.bind(X, Y, self.input_scale, W, dropout_seed)
 
     def fit(self, X: ArrayLike | str | os.PathLike, y: ArrayLike | str | os.PathLike,
             epochs: int = 10, batch_size: int = 128, optimizer: str | Optimizer = "adam",

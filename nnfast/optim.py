@@ -14,12 +14,13 @@ import weakref
 
 import numpy as np
 
-from . import _optim
+from ._step import UpdateRule
 from ._validate import check_number
 
 
 class Optimizer:
-    """Base class: binds state buffers to one network and runs its update."""
+    """Base class: binds state buffers to one network and describes its update (the
+    compiled training step runs it; the training loop counts the steps in `t`)."""
 
     _state_names = ()
 
@@ -53,9 +54,9 @@ class Optimizer:
     def _prepare(self, net):
         """Allocate zeroed state for `net` unless this object already holds its state (or,
         just unpickled, holds state of the right shape, which `net` then adopts)."""
-        self._check_dtype(net.dtype)
+        self._check_dtype(net._flat_params.dtype)
         owner = self._owner() if self._owner is not None else None
-        flat = net.flat_params
+        flat = net._flat_params
         fits = len(self._state) == len(self._state_names) and all(
             s.shape == flat.shape and s.dtype == flat.dtype for s in self._state.values())
         if self._unpickled and fits:
@@ -72,19 +73,10 @@ class Optimizer:
         """The state buffers (flat, the network's layout), in a fixed order."""
         return tuple(self._state[k] for k in self._state_names)
 
-    def _rule(self, step, net):
-        """The update with the current hyperparameters, for the steps of one epoch."""
-        self._configure(step, net)
-        self._n_decay = net._n_decay
-        return self
-
-    def _apply(self, params, grads, t, n_decay):
-        """Update step t of the flat params from the flat grads (outside a TrainStep);
-        weight decay on params[:n_decay] only."""
-        raise NotImplementedError
-
-    def _configure(self, step, net):
-        """Let the compiled step of `net` run this optimizer's update, layer by layer."""
+    def _rule(self) -> UpdateRule:
+        """The compiled update with the current hyperparameters over this optimizer's
+        state (after `_prepare`): built at the start of fit and again whenever a callback
+        may have changed a hyperparameter."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -122,14 +114,9 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
 
-    def _configure(self, step, net):
-        step.set_optimizer("sgd", net._flat_params, net._flat_grads,
-                           (self._state["velocity"],), lr=self.lr, momentum=self.momentum,
-                           nesterov=self.nesterov, weight_decay=self.weight_decay)
-
-    def _apply(self, params, grads, t, n_decay):
-        _optim.sgd_update(params, self._state["velocity"], grads, self.lr, self.momentum,
-                          self.nesterov, self.weight_decay, n_decay)
+    def _rule(self):
+        return UpdateRule("sgd", (self._state["velocity"],), self.lr, momentum=self.momentum,
+                          nesterov=self.nesterov, weight_decay=self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -166,16 +153,10 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: eps must be >= {tiny:g} (the smallest normal {dtype}) "
                              f"for a {dtype} network, got {self.eps!r}")
 
-    def _configure(self, step, net):
-        step.set_optimizer("adam", net._flat_params, net._flat_grads,
-                           (self._state["m"], self._state["v"]), lr=self.lr,
-                           beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                           weight_decay=self.weight_decay)
-
-    def _apply(self, params, grads, t, n_decay):
-        _optim.adam_update(params, self._state["m"], self._state["v"], grads, t,
-                           self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
-                           n_decay)
+    def _rule(self):
+        return UpdateRule("adam", (self._state["m"], self._state["v"]), self.lr,
+                          beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                          weight_decay=self.weight_decay)
 
 
 _BY_NAME = {"adam": Adam, "sgd": SGD}

@@ -368,7 +368,7 @@ class ReferenceNetwork:
     params : ndarray of shape (n_params,), optional; copied (default: zeros)
     dropout : sequence of float, one rate per hidden layer (default: none). Masks come
         from (dropout_seed, dropout_step, layer); every training step advances
-        dropout_step, as in the compiled step.
+        dropout_step, as nnfast's training loop does.
     """
 
     def __init__(self, sizes, hidden, output, dtype=np.float32, params=None, dropout=None):

@@ -182,7 +182,7 @@ def _begin_epoch(net, s, epoch, step, group):
     except Exception as exc:
         failure = exc
     group.agree(failure)            # a rank failing here must not leave the others waiting
-    return s.optimizer._rule(step, net)
+    return s.optimizer._rule()
 
 
 def _train_epoch(net, s, epoch, step, rule, order, rows, group, interrupt, hist):

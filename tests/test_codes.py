@@ -7,6 +7,7 @@ import pytest
 from nnfast import _kernels as K
 from nnfast import _names
 from nnfast._step import TrainStep
+from nnfast._layout import build_layout, layer_views
 
 Z = np.array([[-3.0, -0.5, 0.0, 0.25, 2.0]])
 
@@ -90,14 +91,14 @@ def test_kernels_refuse_codes_past_the_last():
 
 def _train_step(codes, loss, sizes=(3, 4, 4, 2), rows=5):
     """A TrainStep over fresh float64 buffers of a network of `sizes`."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    coefs = [np.zeros(s) for s in pairs]
-    dcoefs = [np.zeros(s) for s in pairs]
-    b = [np.zeros(m) for _, m in pairs]
-    db = [np.zeros(m) for _, m in pairs]
+    layout, n = build_layout(sizes)
+    params, grads = np.zeros(n), np.zeros(n)
+    (coefs, b), (dcoefs, db) = ([list(x) for x in zip(*layer_views(flat, layout))]
+                                for flat in (params, grads))
     a = [np.zeros((rows, s)) for s in sizes]
     d = [None] + [np.zeros((rows, s)) for s in sizes[1:]]
-    return TrainStep(coefs, b, dcoefs, db, a, d, np.zeros((rows, sizes[-1])), codes, loss)
+    return TrainStep(params, grads, coefs, b, dcoefs, db, a, d, np.zeros((rows, sizes[-1])),
+                     codes, loss)
 
 
 def test_train_step_refuses_codes_past_the_last():

@@ -548,12 +548,13 @@ def test_steady_state_train_step_allocates_nothing(output, k, optimizer):
     opt._prepare(net)                                  # as fit does
     ws = net._get_workspace(batch)
     ws.step.bind(X, Y)                                 # as fit does
-    rule = opt._rule(ws.step, net)
+    rule = opt._rule()
     group = LocalGroup()
 
     def train_step(idx):                               # as nnfast.training does
         group.step(ws.step, idx, float(idx.shape[0]), opt.t + 1, rule, 0, 1, False)
         opt.t += 1
+
     order = rng.permutation(n).astype(np.intp)
     idxs = [order[s:s + batch] for s in range(0, n, batch)]
     for idx in idxs:                                   # warm-up

@@ -136,20 +136,27 @@ def test_optimizer_objects_trajectory(dtype, case):
     else:
         hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0) | ADAM_CASES[case]
         opt, expected = nf.Adam(**ADAM_CASES[case]), expected_adam(**hp)
-    holder = _ParamsHolder(P0.astype(dtype))
-    opt._prepare(holder)
+    net = nf.Network([2, 1, 2], dtype=dtype)      # the layout of the problem: 4 weights
+    assert (net.n_params, net._n_decay) == (N, N_DECAY)
+    net._flat_params[:] = P0
+    opt._prepare(net)
+    rule = opt._rule()
+    for name in opt._hyper:                        # the hyperparameters, passed through
+        assert getattr(rule, name) == getattr(opt, name)
     Hd, Cd = H.astype(dtype), C.astype(dtype)
     for t, want in enumerate(expected, start=1):
-        opt._step(holder._flat_params, Hd @ holder._flat_params - Cd, N_DECAY)
+        _update(opt, net, Hd @ net._flat_params - Cd)
         assert opt.t == t
-        check(holder._flat_params, want[0], dtype)
+        check(net._flat_params, want[0], dtype)
 
 
-class _ParamsHolder:
-    """The one attribute Optimizer._prepare reads from a network."""
-
-    def __init__(self, flat):
-        self._flat_params = flat
+def _update(opt, net, grads):
+    """One update of net's flat params from the flat gradient `grads`, as the training
+    loop runs it (data-parallel: TrainStep.update after the Allreduce; the loop counts
+    the optimizer's steps)."""
+    net._flat_grads[:] = grads
+    net._get_workspace(1).step.update(opt.t + 1, opt._rule(), 1)
+    opt.t += 1
 
 
 # ---------------------------------------------------------------- golden steps
@@ -367,7 +374,7 @@ def test_network_zero_gradient_step_decays_weights_only(make):
     p0 = net._flat_params.copy()
     opt = make()
     opt._prepare(net)
-    opt._step(net._flat_params, np.zeros_like(net._flat_params), net._n_decay)
+    _update(opt, net, np.zeros_like(net._flat_params))
     for (W, b), (W0, b0) in zip(net.params, _views(net, p0)):
         np.testing.assert_allclose(W, 0.95 * W0, rtol=1e-12)
         np.testing.assert_array_equal(b, b0)

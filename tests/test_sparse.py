@@ -166,18 +166,18 @@ def test_step_on_csr_matches_dense_step(dtype, index, threads):
     net, X, Y = _step_setup(dtype, index=index)
     idx = np.array([39, 0, 7, 7, 3, 12, 5, 1, 22, 30, 11], np.intp)
     dense = net._get_workspace(16)
-    dense.step.threads = threads
     dense.step.bind(np.ascontiguousarray(X.toarray() * dtype(0.5)), Y)
-    loss = dense.step.step(idx)
+    loss, correct = dense.step.gradients(idx, 0, 0, threads)
     grads = net._flat_grads.copy()
     net._flat_grads[:] = np.nan                          # every gradient is rewritten
     ws = net._get_workspace(16, sparse=True)
     assert ws is dense                                   # a dense workspace serves both
-    sparse = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+    sparse = Workspace(net, 16, net._flat_grads, sparse=True)
     assert sparse.a[0] is None
-    sparse.step.threads = threads
     sparse.step.bind_csr(X.data, X.indices, X.indptr, Y, 0.5)
-    np.testing.assert_allclose(sparse.step.step(idx), loss, rtol=RTOL[dtype])
+    sloss, scorrect = sparse.step.gradients(idx, 0, 0, threads)
+    np.testing.assert_allclose(sloss, loss, rtol=RTOL[dtype])
+    assert scorrect == correct
     assert_close(net._flat_grads, grads, dtype)
 
 
@@ -189,14 +189,14 @@ def test_csr_step_gives_the_same_bits_on_any_team(dtype):
     results = []
     for threads in (1, 2, 3):
         net, X, Y = _step_setup(dtype, sizes=(11, 41), output="sigmoid")
-        ws = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+        ws = Workspace(net, 16, net._flat_grads, sparse=True)
         opt = nf.Adam(lr=0.01, weight_decay=0.1)
         opt._prepare(net)
         ws.step.bind_csr(X.data, X.indices, X.indptr, Y)
-        opt._configure(ws.step, net)
-        ws.step.threads = threads
+        rule = opt._rule()
         for t, start in enumerate(range(0, 40, 16)):
-            ws.step.step(np.arange(start, min(start + 16, 40), dtype=np.intp), t + 1)
+            ws.step.step(np.arange(start, min(start + 16, 40), dtype=np.intp), 0, 0, threads,
+                         t + 1, rule)
         results.append((net._flat_grads.copy(), net._flat_params.copy()))
     for grads, params in results[1:]:
         np.testing.assert_array_equal(grads, results[0][0])
@@ -205,7 +205,7 @@ def test_csr_step_gives_the_same_bits_on_any_team(dtype):
 
 def test_bind_csr_refuses_bad_structures():
     net, X, Y = _step_setup(np.float64)
-    ws = Workspace(net, 16, net.dcoefs, net.dintercepts, sparse=True)
+    ws = Workspace(net, 16, net._flat_grads, sparse=True)
     step = ws.step
     with pytest.raises(ValueError, match="no input buffer"):
         step.bind(np.zeros((40, 11)), Y)
@@ -234,12 +234,12 @@ def test_bind_csr_refuses_bad_structures():
         step.bind_csr(X.data, X.indices, X.indptr, Y[:20])
     step.bind_csr(X.data, X.indices, X.indptr, Y)
     with pytest.raises(ValueError, match="out of range"):
-        step.step(np.array([40], np.intp))
+        step.gradients(np.array([40], np.intp), 0, 0, 1)
     step.release()
     with pytest.raises(ValueError, match="no data bound"):
-        step.step(np.array([0], np.intp))
-    args = [net.coefs, net.intercepts, net.dcoefs, net.dintercepts, ws.a, ws.d, ws.y,
-            net._hidden_codes, K.LOSS_SOFTMAX_XENT]
+        step.gradients(np.array([0], np.intp), 0, 0, 1)
+    args = [net._flat_params, net._flat_grads, net.coefs, net.intercepts, net.dcoefs,
+            net.dintercepts, ws.a, ws.d, ws.y, net._hidden_codes, K.LOSS_SOFTMAX_XENT]
     TrainStep(*args)                                     # a[0] None: allowed
 
 

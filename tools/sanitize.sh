@@ -54,6 +54,9 @@ for hidden, output, dtype in (("relu", "softmax", np.float32), ("tanh", "sigmoid
     target = y if output == "softmax" else np.eye(4)[y]
     net.fit(X, target, epochs=2, batch_size=32, verbose=False)
     net.fit(X, target, epochs=1, batch_size=7, optimizer=nf.SGD(lr=0.1, momentum=0.9), verbose=False)
+    opt = nf.Adam(weight_decay=0.01)
+    net.fit(X, target, epochs=1, batch_size=32, optimizer=opt, verbose=False)
+    net._workspace.step.update(opt.t + 1, opt._rule(), 2)      # data-parallel update, 2 threads
     net.fit(X, target, epochs=1, batch_size=32, sample_weight=rng.uniform(0, 2, 300), verbose=False)
     import scipy.sparse
     S = scipy.sparse.random(300, 20, density=0.2, format="csr", random_state=0, dtype=np.float64)
