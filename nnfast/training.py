@@ -152,12 +152,13 @@ def train(net, settings, group):
     group.start(net._flat_params, net._flat_grads_ext, opt, state, order)
     net._bind(step, s.X, s.Y, s.W, group.dropout_seed(state.dropout_seed))
     hist = History()
+    weights = None if s.W is None else s.W.astype(np.float64)   # once: per-batch sums
     try:
         with DeferredInterrupt() as interrupt:
             for epoch in range(s.epochs):
                 rule = _begin_epoch(net, s, epoch, step, group)
-                progress = _train_epoch(net, s, epoch, step, rule, order, rows, group,
-                                        interrupt, hist)
+                progress = _train_epoch(net, s, epoch, step, rule, order, rows, weights,
+                                        group, interrupt, hist)
                 if _end_epoch(net, s, epoch, hist, progress, group):
                     break
         for cb in s.callbacks:              # by a stop or after the last epoch
@@ -185,7 +186,7 @@ def _begin_epoch(net, s, epoch, step, group):
     return s.optimizer._rule()
 
 
-def _train_epoch(net, s, epoch, step, rule, order, rows, group, interrupt, hist):
+def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interrupt, hist):
     """One pass over the shuffled samples, a mini-batch per step; returns the epoch's
     progress display (its line is printed at the epoch's end)."""
     n, opt, state = s.n, s.optimizer, net._train_state
@@ -195,7 +196,7 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, group, interrupt, hist)
     comm_before = group.comm_time
     if s.shuffle:
         state.rng.shuffle(order)
-    divisors = _batch_divisors(s.W, order, rows)
+    divisors = _batch_divisors(weights, order, rows)
     total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
     dropout = any(net.dropout)
     try:
@@ -239,12 +240,12 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, group, interrupt, hist)
     return progress
 
 
-def _batch_divisors(W, order, rows):
-    """With sample weights: each mini-batch's weight sum (the divisor of its summed loss
-    and gradient); None without (the divisor is the batch size)."""
-    if W is None:
+def _batch_divisors(weights, order, rows):
+    """With sample weights (float64): each mini-batch's weight sum (the divisor of its
+    summed loss and gradient); None without (the divisor is the batch size)."""
+    if weights is None:
         return None
-    return np.add.reduceat(W.astype(np.float64)[order], np.arange(0, order.shape[0], rows))
+    return np.add.reduceat(weights[order], np.arange(0, order.shape[0], rows))
 
 
 def _diverged(loss, k, epoch, hist):
