@@ -7,9 +7,11 @@ import math
 import numbers
 import os
 import tempfile
+from collections.abc import Sequence
 
 import numpy as np
 
+from ._names import HIDDEN, OUTPUT
 from ._sparse import check_sparse, dense_only, is_sparse
 
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
@@ -400,3 +402,102 @@ def check_name(owner, name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{owner}: unknown {name} {value!r}; expected one of {sorted(allowed)}")
     return value
+
+
+# ---------------------------------------------------------------- the Network constructor
+
+NETWORK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
+
+
+def network_sizes(sizes):
+    """Layer sizes as a tuple of ints >= 1 (input first), at most MAX_PARAMS parameters."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"Network: sizes must be a sequence of ints (input size first), "
+                        f"got {type(sizes).__name__}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"Network: sizes needs at least 2 entries (input, output), got "
+                         f"{sizes}")
+    out = tuple(check_int("Network", f"sizes[{i}]", s, 1) for i, s in enumerate(sizes))
+    n_params = sum(i * o + o for i, o in zip(out, out[1:]))      # Python ints: exact
+    if n_params > MAX_PARAMS or max(out) > MAX_PARAMS:
+        raise ValueError(f"Network: {n_params} parameters for sizes {list(out)}; at most "
+                         f"{MAX_PARAMS} are supported")
+    return out
+
+
+def hidden_activations(hidden, n_hidden):
+    """One hidden activation name per hidden layer, from one name or a sequence."""
+    if isinstance(hidden, str):
+        hidden = [hidden] * n_hidden
+    elif isinstance(hidden, (Sequence, np.ndarray)):
+        hidden = [h.item() if isinstance(h, np.generic) else h for h in hidden]
+        if len(hidden) != n_hidden:
+            raise ValueError(f"Network: hidden must be one name or {n_hidden} names "
+                             f"(one per hidden layer), got {len(hidden)}")
+    else:
+        raise TypeError(f"Network: hidden must be a name or a sequence of names, got "
+                        f"{type(hidden).__name__}")
+    return tuple(check_name("Network", "hidden activation", h, HIDDEN) for h in hidden)
+
+
+def output_activation(output, n_out):
+    """The output activation name; softmax needs at least 2 units."""
+    output = check_name("Network", "output", output, OUTPUT)
+    if output == "softmax" and n_out < 2:
+        raise ValueError("Network: a softmax output needs at least 2 units, got 1; "
+                         "use output='sigmoid' for a single binary output")
+    return output
+
+
+def dropout_rates(dropout, n_hidden):
+    """One rate in [0, 1) per hidden layer, as a tuple of floats."""
+    if isinstance(dropout, (Sequence, np.ndarray)) and not isinstance(dropout, str):
+        rates = list(dropout)
+        if len(rates) != n_hidden:
+            raise ValueError(f"Network: dropout must be one rate or {n_hidden} rates (one "
+                             f"per hidden layer), got {len(rates)}")
+    else:
+        rates = [dropout] * n_hidden
+        if n_hidden == 0 and is_number(dropout) and dropout != 0:
+            raise ValueError(f"Network: dropout {dropout!r} needs hidden layers; this "
+                             "network has none")
+    for p in rates:
+        if not is_number(p):
+            raise TypeError(f"Network: dropout must be a number in [0, 1) or a sequence "
+                            f"of them, got {p!r}")
+        if not 0 <= p < 1:
+            raise ValueError(f"Network: dropout rates must be in [0, 1), got {p!r}")
+    return tuple(float(p) for p in rates)
+
+
+def network_dtype(dtype):
+    """np.dtype float32 or float64."""
+    if dtype is None:          # np.dtype(None) would silently mean float64
+        raise TypeError("Network: dtype must be np.float32 or np.float64, got None")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"Network: dtype must be np.float32 or np.float64, got "
+                        f"{dtype!r}") from None
+    if dt not in NETWORK_DTYPES:
+        raise ValueError(f"Network: dtype must be np.float32 or np.float64, got {dt}")
+    return dt
+
+
+def input_scale(scale):
+    """The input scale as a finite float > 0."""
+    if not (is_number(scale) and math.isfinite(scale) and scale > 0):
+        raise (ValueError if is_number(scale) else TypeError)(
+            f"Network: input_scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
+def network_seed(seed):
+    """None, an int >= 0 or a np.random.Generator, else TypeError."""
+    if not (seed is None or isinstance(seed, np.random.Generator)
+            or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+                and seed >= 0)):
+        raise TypeError(f"Network: seed must be None, an int >= 0 or a "
+                        f"np.random.Generator, got {seed!r}")

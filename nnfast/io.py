@@ -102,7 +102,7 @@ def load(path: str | os.PathLike) -> Network:
                          "damaged after it was saved")
     params = data["params"]
     try:
-        sizes = Network._check_sizes([int(s) for s in data["sizes"].reshape(-1)])
+        sizes = _validate.network_sizes([int(s) for s in data["sizes"].reshape(-1)])
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
     n_params = build_layout(sizes)[1]

@@ -7,7 +7,6 @@ format in nnfast.io, the compiled step in csrc/_step.pyx.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +21,6 @@ from ._sparse import CSRInput
 from ._threads import single_threaded_blas
 from ._layout import build_layout, layer_views, n_weights
 from ._names import HIDDEN, LOSS_CODE, OUTPUT
-from ._validate import is_number as _is_number
 from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
 from .distributed import DataParallel, flat_grads_with_totals
@@ -31,8 +29,6 @@ from .training import History, TrainState, train  # noqa: F401  (History: also f
 
 LOSS = {"softmax": K.softmax_xent_backward, "sigmoid": K.sigmoid_bce_backward,
         "linear": K.squared_error_backward}
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
 
 
@@ -74,35 +70,14 @@ class Network:
                  output: str = "softmax", dtype: DTypeLike = np.float32,
                  seed: int | np.random.Generator | None = 0,
                  dropout: float | Sequence[float] = 0.0, input_scale: float = 1.0) -> None:
-        self.sizes = self._check_sizes(sizes)
+        self.sizes = _validate.network_sizes(sizes)
         n_layers = len(self.sizes) - 1
-        if isinstance(hidden, str):
-            hidden = [hidden] * (n_layers - 1)
-        elif isinstance(hidden, (Sequence, np.ndarray)):
-            hidden = [h.item() if isinstance(h, np.generic) else h for h in hidden]
-            if len(hidden) != n_layers - 1:
-                raise ValueError(f"Network: hidden must be one name or {n_layers - 1} names "
-                                 f"(one per hidden layer), got {len(hidden)}")
-        else:
-            raise TypeError(f"Network: hidden must be a name or a sequence of names, got "
-                            f"{type(hidden).__name__}")
-        self.hidden = tuple(_validate.check_name("Network", "hidden activation", h, HIDDEN)
-                            for h in hidden)
-        self.output = _validate.check_name("Network", "output", output, OUTPUT)
-        if self.output == "softmax" and self.sizes[-1] < 2:
-            raise ValueError("Network: a softmax output needs at least 2 units, got 1; "
-                             "use output='sigmoid' for a single binary output")
-        self.dtype = self._check_dtype(dtype)
-        self.dropout = self._check_dropout(dropout, n_layers - 1)
-        if not (_is_number(input_scale) and math.isfinite(input_scale) and input_scale > 0):
-            raise (ValueError if _is_number(input_scale) else TypeError)(
-                f"Network: input_scale must be a finite number > 0, got {input_scale!r}")
-        self.input_scale = float(input_scale)
-        if not (seed is None or isinstance(seed, np.random.Generator)
-                or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
-                    and seed >= 0)):
-            raise TypeError(f"Network: seed must be None, an int >= 0 or a "
-                            f"np.random.Generator, got {seed!r}")
+        self.hidden = _validate.hidden_activations(hidden, n_layers - 1)
+        self.output = _validate.output_activation(output, self.sizes[-1])
+        self.dtype = _validate.network_dtype(dtype)
+        self.dropout = _validate.dropout_rates(dropout, n_layers - 1)
+        self.input_scale = _validate.input_scale(input_scale)
+        _validate.network_seed(seed)
         self.n_layers = n_layers
         rng = np.random.default_rng(seed)
         self._layout, self.n_params = build_layout(self.sizes)
@@ -129,59 +104,6 @@ class Network:
         # that every training step advances (so fit(2) == fit(1) twice).
         self._train_state = TrainState(
             rng, int(rng.integers(2**63)) if any(self.dropout) else 0)
-
-    # ------------------------------------------------------------ construction helpers
-
-    @staticmethod
-    def _check_sizes(sizes):
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-            raise TypeError(f"Network: sizes must be a sequence of ints (input size first), "
-                            f"got {type(sizes).__name__}")
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"Network: sizes needs at least 2 entries (input, output), got "
-                             f"{sizes}")
-        out = tuple(_validate.check_int("Network", f"sizes[{i}]", s, 1)
-                    for i, s in enumerate(sizes))
-        n_params = sum(i * o + o for i, o in zip(out, out[1:]))      # Python ints: exact
-        if n_params > MAX_PARAMS or max(out) > MAX_PARAMS:
-            raise ValueError(f"Network: {n_params} parameters for sizes {list(out)}; at most "
-                             f"{MAX_PARAMS} are supported")
-        return out
-
-    @staticmethod
-    def _check_dropout(dropout, n_hidden):
-        """One rate in [0, 1) per hidden layer, as a tuple of floats."""
-        if isinstance(dropout, (Sequence, np.ndarray)) and not isinstance(dropout, str):
-            rates = list(dropout)
-            if len(rates) != n_hidden:
-                raise ValueError(f"Network: dropout must be one rate or {n_hidden} rates (one "
-                                 f"per hidden layer), got {len(rates)}")
-        else:
-            rates = [dropout] * n_hidden
-            if n_hidden == 0 and _is_number(dropout) and dropout != 0:
-                raise ValueError(f"Network: dropout {dropout!r} needs hidden layers; this "
-                                 "network has none")
-        for p in rates:
-            if not _is_number(p):
-                raise TypeError(f"Network: dropout must be a number in [0, 1) or a sequence "
-                                f"of them, got {p!r}")
-            if not 0 <= p < 1:
-                raise ValueError(f"Network: dropout rates must be in [0, 1), got {p!r}")
-        return tuple(float(p) for p in rates)
-
-    @staticmethod
-    def _check_dtype(dtype):
-        if dtype is None:          # np.dtype(None) would silently mean float64
-            raise TypeError("Network: dtype must be np.float32 or np.float64, got None")
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"Network: dtype must be np.float32 or np.float64, got "
-                            f"{dtype!r}") from None
-        if dt not in DTYPES:
-            raise ValueError(f"Network: dtype must be np.float32 or np.float64, got {dt}")
-        return dt
 
     def _layer_activation(self, l):
         return self.hidden[l] if l < self.n_layers - 1 else self.output
