@@ -100,6 +100,7 @@ def main():
     elif case == "interrupt":            # Ctrl-C on rank 1 only, early in epoch 2
         import os
         import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # even in a background job
 
         class CtrlC(nf.callbacks.Callback):
             def on_epoch_begin(self, net, epoch, optimizer):

@@ -49,9 +49,15 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _default_sigint():
+    """In the child before exec: Ctrl-C's default disposition, even when this test runs in
+    a background job, whose children inherit SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after_ready(cmd, wait=0.5, **kwargs):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tempfile.gettempdir(), **kwargs)
+                            cwd=tempfile.gettempdir(), preexec_fn=_default_sigint, **kwargs)
     line = proc.stdout.readline()
     assert line, proc.stderr.read()
     time.sleep(wait)
