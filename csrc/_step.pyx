@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The whole training step of a network in one compiled call.
 
-Contents: `TrainStep`, built once per (network, workspace), and `UpdateRule`, an
-optimizer's update as the step runs it.
+Contents: `TrainStep`, built once per (network, workspace), `UpdateRule`, an
+optimizer's update as the step runs it, and `forward`, prediction's forward pass with
+the rows split over the same team.
 
 A TrainStep keeps raw pointers to the network's flat parameter and gradient buffers and
 to the layers' weights, biases and gradients in them, to the workspace's activations,
@@ -21,8 +22,8 @@ the dropout seed of the run. What changes from step to step comes with each call
 
 All without the GIL and without Python between the kernels, on a team of `threads`
 threads (csrc/_pool.h) that split every phase, each calling single-threaded BLAS on its
-block (the caller makes nnfast's BLAS single-threaded meanwhile:
-nnfast._threads.single_threaded_blas). The step keeps no counters: the training loop owns
+block (nnfast's OpenBLAS is single-threaded always: nnfast._threads). The step keeps no
+counters: the training loop owns
 the optimizer's step number t and the dropout step, and passes them in. An UpdateRule is
 built by the optimizer (nnfast.optim, Optimizer._rule) from its hyperparameters whenever
 they may have changed; Adam's bias corrections of step t are computed in one place,
@@ -69,14 +70,13 @@ from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _g
                    _dropout, _mul, nnf_dropout_key, _gather_convert, SRC_UINT8_,
                    SRC_FLOAT32_, SRC_FLOAT64_, ACT_LINEAR_, LOSS_SOFTMAX_XENT_,
                    LOSS_SIGMOID_BCE_, _csr_matmul, _csr_scatter, _csr_bad_row,
-                   ACT_LAST_HIDDEN_, LOSS_LAST_)
+                   ACT_LAST_HIDDEN_, ACT_LAST_, LOSS_LAST_)
 from _ops cimport AdamCoefs, _adam_coefs, _adam, _sgd
 
 cdef extern from "_pool.h" nogil:
     ctypedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads) noexcept nogil
     int NNF_MAX_THREADS
-    int nnf_pool_reserve(int nthreads)
-    void nnf_parallel(nnf_task_fn fn, void *ctx, int nthreads)
+    int nnf_team_run(nnf_task_fn fn, void *ctx, int want)
     void nnf_barrier(int nthreads)
     void nnf_part(Py_ssize_t n, int tid, int nthreads, Py_ssize_t align, Py_ssize_t *begin,
                   Py_ssize_t *end)
@@ -575,12 +575,12 @@ cdef class TrainStep:
         cdef UpdateCall call
         call.s = <void *>self
         rule._at(t, &call.u)
-        cdef int team = nnf_pool_reserve(max(1, min(threads, 64)))
+        cdef int want = max(1, min(threads, 64))
         with nogil:
             if self.is_double:
-                nnf_parallel(_update_task_f64, &call, team)
+                nnf_team_run(_update_task_f64, &call, want)
             else:
-                nnf_parallel(_update_task_f32, &call, team)
+                nnf_team_run(_update_task_f32, &call, want)
 
     cdef tuple _call(self, str name, const Py_ssize_t *idx, Py_ssize_t n, double grad_div,
                      unsigned long long dropout_step, int threads, UpdateRule rule,
@@ -619,12 +619,12 @@ cdef class TrainStep:
             call.u.kind = OPT_NONE
         else:
             rule._at(t, &call.u)
-        cdef int team = nnf_pool_reserve(max(1, min(threads, n, 64)))
+        cdef int want = max(1, min(threads, n, 64)), team
         with nogil:
             if self.is_double:
-                nnf_parallel(_step_task_f64, &call, team)
+                team = nnf_team_run(_step_task_f64, &call, want)
             else:
-                nnf_parallel(_step_task_f32, &call, team)
+                team = nnf_team_run(_step_task_f32, &call, want)
         cdef double loss = 0
         cdef Py_ssize_t correct = 0
         for i in range(team):
@@ -961,3 +961,114 @@ cdef Py_ssize_t _correct(int loss, const floating *z, const floating *y, Py_ssiz
         for i in range(n * m):
             count += (z[i] > 0) == (y[i] > 0.5)
     return count
+
+
+# ---------------------------------------------------------------- prediction on the team
+
+cdef struct ForwardCall:
+    const void *x               # (n, sizes[0]) the input rows
+    void **out                  # out[l] (n, sizes[l + 1]): layer l's output
+    const void **w              # w[l] (sizes[l], sizes[l + 1])
+    const void **b              # b[l] (sizes[l + 1],)
+    const int *codes            # codes[l]: layer l's activation (ACT_*)
+    const Py_ssize_t *sizes     # L + 1 layer sizes
+    Py_ssize_t L, n
+
+
+def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
+    """outs[l] := act_l(a_l @ coefs[l] + intercepts[l]) for each layer l, with a_0 = x
+    and a_l = outs[l - 1], act_l = codes[l] (an ACT_* code; softmax along rows), on a
+    team of up to `threads`: each thread takes a range of rows through all the layers
+    (no barrier between layers), calling single-threaded BLAS. All arrays C-contiguous,
+    of one float dtype; outs must not overlap x (checked), the parameters or each other
+    (the network's own buffers)."""
+    cdef Py_ssize_t L = len(coefs), l, n
+    if L < 1 or len(intercepts) != L or len(outs) != L or len(codes) != L:
+        raise ValueError(f"forward: expected as many outputs, intercepts and codes as "
+                         f"coefs (>= 1), got {len(outs)}, {len(intercepts)}, {len(codes)} "
+                         f"and {L}")
+    if threads < 1:
+        raise ValueError(f"forward: threads must be >= 1, got {threads}")
+    if not (isinstance(x, np.ndarray) and x.ndim == 2):
+        raise TypeError("forward: x must be a 2-d ndarray")
+    dtype = x.dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"forward: arrays must be float32 or float64, got {dtype}")
+    n = x.shape[0]
+    arrays = [x] + outs + coefs + intercepts
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
+            raise TypeError(f"forward: every array must be a C-contiguous {dtype} ndarray")
+    for l in range(L):
+        k, m = coefs[l].shape[0] if coefs[l].ndim == 2 else -1, intercepts[l].shape[0]
+        prev = x if l == 0 else outs[l - 1]
+        if (coefs[l].ndim != 2 or intercepts[l].ndim != 1 or outs[l].ndim != 2
+                or prev.shape[1] != k or coefs[l].shape[1] != m or k < 1 or m < 1
+                or outs[l].shape != (n, m)):
+            raise ValueError(f"forward: layer {l}: shapes do not chain: input "
+                             f"{prev.shape}, coefs {coefs[l].shape}, intercepts "
+                             f"{intercepts[l].shape}, output {outs[l].shape}")
+        if not 0 <= codes[l] <= ACT_LAST_:
+            raise ValueError(f"forward: layer {l}: unknown activation code {codes[l]}")
+        if not outs[l].flags.writeable:
+            raise ValueError(f"forward: output {l} is read-only")
+    for o in outs:                      # the network's own buffers: only x is the caller's
+        if np.may_share_memory(o, x):
+            raise ValueError("forward: an output overlaps x")
+    if n == 0:
+        return
+    cdef ForwardCall call
+    cdef Py_ssize_t *sizes = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef int *acts = <int *>malloc(L * sizeof(int))
+    cdef void **ptrs = <void **>malloc(3 * L * sizeof(void *))
+    if sizes == NULL or acts == NULL or ptrs == NULL:
+        free(sizes); free(acts); free(ptrs)
+        raise MemoryError()
+    sizes[0] = x.shape[1]
+    for l in range(L):
+        sizes[l + 1] = coefs[l].shape[1]
+        acts[l] = codes[l]
+        ptrs[l] = <void *><Py_ssize_t>outs[l].ctypes.data
+        ptrs[L + l] = <void *><Py_ssize_t>coefs[l].ctypes.data
+        ptrs[2 * L + l] = <void *><Py_ssize_t>intercepts[l].ctypes.data
+    call.x = <const void *><Py_ssize_t>x.ctypes.data
+    call.out = ptrs
+    call.w = <const void **>(ptrs + L)
+    call.b = <const void **>(ptrs + 2 * L)
+    call.codes = acts
+    call.sizes = sizes
+    call.L = L
+    call.n = n
+    cdef int want = max(1, min(threads, n, 64))
+    cdef bint is_double = dtype == np.float64
+    with nogil:
+        if is_double:
+            nnf_team_run(_forward_task_f64, &call, want)
+        else:
+            nnf_team_run(_forward_task_f32, &call, want)
+    free(sizes); free(acts); free(ptrs)
+
+
+cdef void _forward_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
+    _forward_rows[float](<ForwardCall *>ctx, tid, nthreads, 0)
+
+
+cdef void _forward_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
+    _forward_rows[double](<ForwardCall *>ctx, tid, nthreads, 0)
+
+
+cdef void _forward_rows(const ForwardCall *c, int tid, int T, floating kind) noexcept nogil:
+    """Thread tid's rows r0:r1 of the batch through every layer."""
+    cdef Py_ssize_t r0, r1, l, k, m
+    cdef const floating *a
+    cdef floating *z
+    nnf_part(c.n, tid, T, 8, &r0, &r1)
+    if r1 <= r0:
+        return
+    for l in range(c.L):
+        k, m = c.sizes[l], c.sizes[l + 1]
+        a = <const floating *>c.x if l == 0 else <const floating *>c.out[l - 1]
+        z = <floating *>c.out[l] + r0 * m
+        gemm_rm(False, False, r1 - r0, m, k, 1, a + r0 * k, k, <const floating *>c.w[l], m,
+                0, z, m)
+        _bias_act(z, <const floating *>c.b[l], r1 - r0, m, m, c.codes[l])
