@@ -33,7 +33,7 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     """Per-step seconds of each phase, averaged over `epochs` epochs after a warm-up."""
     import nnfast as nf
     from nnfast._step import PHASES
-    from nnfast._threads import single_threaded_blas
+    from nnfast._threads import team_size
     from nnfast._group import LocalGroup
     net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed)
     opt = nf.Adam(lr=1e-3)
@@ -53,12 +53,12 @@ def profile_epochs(X, y, batch, dtype, epochs, seed):
     start = time.perf_counter()
     for _ in range(epochs):
         rng.shuffle(order)
-        with single_threaded_blas() as team:          # as fit does
-            for s in range(0, X.shape[0], batch):
-                idx = order[s:s + batch]              # as nnfast.training does
-                group.step(step, idx, float(idx.shape[0]), opt.t + 1, rule, 0, team, False)
-                opt.t += 1
-                n_steps += 1
+        for s in range(0, X.shape[0], batch):
+            idx = order[s:s + batch]                  # as nnfast.training does
+            group.step(step, idx, float(idx.shape[0]), opt.t + 1, rule, 0, team_size(),
+                       False)
+            opt.t += 1
+            n_steps += 1
     total = time.perf_counter() - start
     step.profile = False
     step.release()

@@ -18,7 +18,8 @@ from . import _kernels as K
 from . import _validate
 from ._group import LocalGroup
 from ._sparse import CSRInput
-from ._threads import single_threaded_blas
+from . import _step
+from ._threads import team_size
 from ._layout import build_layout, layer_views, n_weights
 from ._names import HIDDEN, LOSS_CODE, OUTPUT
 from ._workspace import Workspace
@@ -234,10 +235,10 @@ class Network:
                 a = x_buf[:stop - start]
                 K.gather_rows_scaled(a, X, np.arange(start, stop, dtype=np.intp),
                                      self.input_scale)
-            for l in range(first, self.n_layers):
-                nxt = out[start:stop] if l == self.n_layers - 1 else bufs[l][:stop - start]
-                K.dense_forward(nxt, a, self.coefs[l], self.intercepts[l], codes[l])
-                a = nxt
+            if first < self.n_layers:           # the dense layers, rows over the team
+                outs = [bufs[l][:stop - start] for l in range(first, self.n_layers - 1)]
+                _step.forward(a, outs + [out[start:stop]], self.coefs[first:],
+                              self.intercepts[first:], codes[first:], team_size())
         return out
 
     def forward(self, X: ArrayLike) -> np.ndarray:
@@ -368,8 +369,7 @@ class Network:
         ws = Workspace(self, n, grads, dropout=dropout_seed is not None,
                        sparse=isinstance(X, CSRInput))
         self._bind(ws.step, X, Y, dropout_seed=dropout_seed or 0)
-        with single_threaded_blas() as team:
-            loss, _ = ws.step.gradients(np.arange(n, dtype=np.intp), n, 0, team)
+        loss, _ = ws.step.gradients(np.arange(n, dtype=np.intp), n, 0, team_size())
         return float(loss / n), layer_views(grads, self._layout)
 
     # ------------------------------------------------------------ training

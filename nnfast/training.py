@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import EpochProgress
-from ._threads import single_threaded_blas
+from ._threads import refresh_cpus, team_size
 
 
 class History:
@@ -144,6 +144,7 @@ def train(net, settings, group):
     held by the caller; every argument is checked."""
     s, opt, state = settings, settings.optimizer, net._train_state
     n = s.n
+    refresh_cpus()
     rows = min(s.batch_size, n)
     step = net._training_step(group.batch_rows(rows), s.X)
     # All input checked, buffers allocated: from here on the network changes.
@@ -200,34 +201,32 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interru
     total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
     dropout = any(net.dropout)
     try:
-        with single_threaded_blas() as team:       # the step's own team does the work
-            team = group.threads(team)
-            for k, start in enumerate(range(0, n, rows)):
-                idx = order[start:start + rows]
-                div = float(idx.shape[0]) if divisors is None else float(divisors[k])
-                if div == 0:                        # all weights 0: nothing to learn
-                    continue
-                loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
-                                                   state.dropout_step, team,
-                                                   interrupt.requested)
-                if dropout:                         # every step that ran drew masks
-                    state.dropout_step += 1
-                if not math.isfinite(loss):         # the step skipped its update
-                    raise _diverged(loss, k, epoch, hist)
-                opt.t += 1
-                hist.batch_loss.append(loss)
-                weight = idx.shape[0] if divisors is None else div
-                total += loss * weight
-                seen += weight
-                correct += right
-                trained += idx.shape[0]
-                if k + 1 - shown >= progress.every:
-                    progress.update(k + 1 - shown, total / seen)
-                    shown = k + 1
-                if stop_now:                        # Ctrl-C (on any rank): stop here
-                    err = KeyboardInterrupt()
-                    err.history = hist
-                    raise err
+        for k, start in enumerate(range(0, n, rows)):
+            idx = order[start:start + rows]
+            div = float(idx.shape[0]) if divisors is None else float(divisors[k])
+            if div == 0:                        # all weights 0: nothing to learn
+                continue
+            loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
+                                               state.dropout_step, group.threads(team_size()),
+                                               interrupt.requested)
+            if dropout:                         # every step that ran drew masks
+                state.dropout_step += 1
+            if not math.isfinite(loss):         # the step skipped its update
+                raise _diverged(loss, k, epoch, hist)
+            opt.t += 1
+            hist.batch_loss.append(loss)
+            weight = idx.shape[0] if divisors is None else div
+            total += loss * weight
+            seen += weight
+            correct += right
+            trained += idx.shape[0]
+            if k + 1 - shown >= progress.every:
+                progress.update(k + 1 - shown, total / seen)
+                shown = k + 1
+            if stop_now:                        # Ctrl-C (on any rank): stop here
+                err = KeyboardInterrupt()
+                err.history = hist
+                raise err
     finally:
         progress.close()
     hist.epoch_time.append(time.perf_counter() - t0)
