@@ -404,6 +404,26 @@ def check_name(owner, name, value, allowed):
     return value
 
 
+def dropout_seed(owner, seed):
+    """A dropout seed: an int in [0, 2**64)."""
+    seed = check_int(owner, "dropout_seed", seed, 0)
+    if seed >= 2**64:
+        raise ValueError(f"{owner}: dropout_seed must be below 2**64, got {seed}")
+    return seed
+
+
+def flat_values(values, shape, dtype):
+    """`values` as an array of numbers of `shape` that is finite in `dtype` (for
+    Network.set_flat_params), else ValueError."""
+    arr = np.asarray(values)
+    if arr.shape != shape or arr.dtype.kind not in "fiu":
+        raise ValueError(f"set_flat_params: expected numbers of shape {shape}, got "
+                         f"{arr.dtype} {arr.shape}")
+    if not all_finite(arr.astype(dtype, copy=False)):
+        raise ValueError(f"set_flat_params: values contain NaN or inf (or overflow {dtype})")
+    return arr
+
+
 # ---------------------------------------------------------------- the Network constructor
 
 NETWORK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

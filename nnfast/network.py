@@ -143,13 +143,7 @@ class Network:
         ValueError unless `values` has shape (n_params,) and is finite; the network is
         unchanged then.
         """
-        arr = np.asarray(values)
-        if arr.shape != self._flat_params.shape or arr.dtype.kind not in "fiu":
-            raise ValueError(f"set_flat_params: expected numbers of shape "
-                             f"{self._flat_params.shape}, got {arr.dtype} {arr.shape}")
-        if not _validate.all_finite(arr.astype(self.dtype, copy=False)):
-            raise ValueError("set_flat_params: values contain NaN or inf (or overflow "
-                             f"{self.dtype})")
+        arr = _validate.flat_values(values, self._flat_params.shape, self.dtype)
         self._flat_params[...] = arr
 
     @property
@@ -360,11 +354,7 @@ class Network:
         n = X.shape[0]
         Y = self._targets(y, n)
         if dropout_seed is not None:
-            dropout_seed = _validate.check_int("loss_and_grads", "dropout_seed",
-                                               dropout_seed, 0)
-            if dropout_seed >= 2**64:
-                raise ValueError(f"loss_and_grads: dropout_seed must be below 2**64, got "
-                                 f"{dropout_seed}")
+            dropout_seed = _validate.dropout_seed("loss_and_grads", dropout_seed)
         grads = np.empty(self.n_params, self.dtype)
         ws = Workspace(self, n, grads, dropout=dropout_seed is not None,
                        sparse=isinstance(X, CSRInput))
