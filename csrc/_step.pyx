@@ -103,6 +103,81 @@ cdef enum:
     OPT_ADAM = 1
     OPT_SGD = 2
 
+# The work grid. Every phase of a step is cut into blocks whose number and bounds depend on
+# the shapes and on this machine's CPU count only, never on the team size: a team of T
+# threads deals the same blocks out (thread tid takes a contiguous run of them), and one
+# thread runs them all in the same calls. So every matrix product is the same BLAS call,
+# with the same shape, for any T, and the results are the same bits: BLAS kernels pick
+# their summation order by shape, so a split that followed T changed the last bits (1 vs
+# 2 threads differed by 3e-8 on [100, 96, 48, 10], batch 32). The loss is summed in blocks
+# of LOSS_ROWS rows, in block order.
+# GRAIN: the least work of a block, in flops. A block runs ~10-20 us on one core, so that
+# the team's wake-up and barriers (~1-3 us each) stay small beside it; smaller phases run
+# as one block, and a step whose phases all do is run by the caller alone, without the
+# team (measured: [16,32,3] batch 16 took 3.8 us on one thread, 8.8 us on two).
+cdef enum:
+    LOSS_ROWS = 16
+    PREDICT_ROWS = 8          # prediction's row blocks are cut at multiples of this
+cdef double GRAIN = 2e6
+cdef Py_ssize_t _grid_cpus = 1            # blocks per phase at most: the machine's CPUs
+
+
+def _set_grid_cpus(Py_ssize_t cpus):
+    """Set the most blocks of a phase (the machine's CPU count at import; tests set
+    others to check that results do not depend on the team size). Returns the previous."""
+    global _grid_cpus
+    if not 1 <= cpus <= 64:
+        raise ValueError(f"_set_grid_cpus: cpus must be in [1, 64], got {cpus}")
+    previous, _grid_cpus = _grid_cpus, cpus
+    return previous
+
+
+_set_grid_cpus(max(1, min(64, __import__("os").cpu_count() or 1)))
+
+
+def _set_grain(double flops):
+    """Set the least work of a block (GRAIN, in flops; for measurements). Returns the
+    previous."""
+    global GRAIN
+    if not flops >= 1:
+        raise ValueError(f"_set_grain: flops must be >= 1, got {flops}")
+    previous, GRAIN = GRAIN, flops
+    return previous
+
+
+cdef inline Py_ssize_t _n_blocks(Py_ssize_t units, Py_ssize_t align,
+                                 double flops) noexcept nogil:
+    """Blocks of a phase over `units` (cut at multiples of `align`) doing `flops`: at
+    least GRAIN flops each, at most the grid's CPUs and the aligned groups, at least 1."""
+    cdef double b = flops / GRAIN
+    cdef Py_ssize_t groups = (units + align - 1) // align
+    if b > _grid_cpus:
+        b = _grid_cpus
+    if b > groups:
+        b = groups
+    return <Py_ssize_t>b if b >= 2 else 1
+
+
+cdef inline bint _forward_by_rows(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
+                                  Py_ssize_t m) noexcept nogil:
+    """Layer l's forward pass is cut by rows of the batch when the batch is at least twice
+    as tall as the layer is wide (each block then packs w[l] for BLAS rather than all of
+    a[l]), else by output columns; the sparse first layer always by rows (a row's output
+    reads only its own non-zeros)."""
+    return (c.sparse and l == 0) or n >= 2 * m
+
+
+cdef inline void _block(Py_ssize_t units, Py_ssize_t j, Py_ssize_t blocks, Py_ssize_t align,
+                        Py_ssize_t *begin, Py_ssize_t *end) noexcept nogil:
+    """[begin, end) of block j of `blocks` over `units`, cut at multiples of align."""
+    nnf_part(units, <int>j, <int>blocks, align, begin, end)
+
+
+cdef inline void _my_blocks(Py_ssize_t blocks, int tid, int T, Py_ssize_t *j0,
+                            Py_ssize_t *j1) noexcept nogil:
+    """Thread tid's run [j0, j1) of a phase's blocks."""
+    nnf_part(blocks, tid, T, 1, j0, j1)
+
 
 cdef struct Update:
     # An update rule resolved for one optimizer step t (OPT_NONE: no update)
@@ -258,8 +333,8 @@ cdef class TrainStep:
     cdef unsigned long long *keys
     cdef readonly bint has_dropout
     cdef unsigned long long dropout_seed
-    cdef double loss_part[64]               # NNF_MAX_THREADS
-    cdef Py_ssize_t correct_part[64]
+    cdef double *loss_block                 # the loss of each LOSS_ROWS rows of a batch
+    cdef Py_ssize_t correct_part[64]        # NNF_MAX_THREADS
 
     def __cinit__(self):
         self.profile = False
@@ -279,9 +354,11 @@ cdef class TrainStep:
         self.x_data = self.x_indices = self.x_indptr = NULL
         self.x_sparse = self.x_idx64 = False
         self.rw = NULL
+        self.loss_block = NULL
 
     def __dealloc__(self):
         free(self.rw)
+        free(self.loss_block)
         free(self.sizes)
         free(self.a)
         free(self.d)
@@ -325,7 +402,8 @@ cdef class TrainStep:
         self.dscale = <double *>malloc(L * sizeof(double))
         self.keys = <unsigned long long *>malloc(L * sizeof(unsigned long long))
         self.rw = malloc(max(self.rows, 1) * self.dtype.itemsize)
-        if (self.g == NULL or self.rw == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
+        self.loss_block = <double *>malloc((self.rows // LOSS_ROWS + 1) * sizeof(double))
+        if (self.loss_block == NULL or self.g == NULL or self.rw == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
                 or self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
@@ -575,7 +653,7 @@ cdef class TrainStep:
         cdef UpdateCall call
         call.s = <void *>self
         rule._at(t, &call.u)
-        cdef int want = max(1, min(threads, 64))
+        cdef int want = <int>min(threads, _n_blocks(self.n_params, 1, 8.0 * self.n_params))
         with nogil:
             if self.is_double:
                 nnf_team_run(_update_task_f64, &call, want)
@@ -619,18 +697,41 @@ cdef class TrainStep:
             call.u.kind = OPT_NONE
         else:
             rule._at(t, &call.u)
-        cdef int want = max(1, min(threads, n, 64)), team
+        cdef int want = <int>min(threads, self._blocks_at_most(&call), 64), team
         with nogil:
             if self.is_double:
                 team = nnf_team_run(_step_task_f64, &call, want)
             else:
                 team = nnf_team_run(_step_task_f32, &call, want)
-        cdef double loss = 0
         cdef Py_ssize_t correct = 0
         for i in range(team):
-            loss += self.loss_part[i]
             correct += self.correct_part[i]
-        return loss, correct
+        return _sum(self.loss_block, (n + LOSS_ROWS - 1) // LOSS_ROWS), correct
+
+    def useful_threads(self, Py_ssize_t n):
+        """The most threads a step on a batch of n rows of the bound data can use: the
+        most blocks of any of its phases (1: the step runs on the caller alone)."""
+        if n < 1 or n > self.rows:
+            raise ValueError(f"TrainStep.useful_threads: a batch has 1 to {self.rows} "
+                             f"rows, got {n}")
+        cdef StepCall call
+        call.sparse = self.x_sparse
+        call.n = n
+        return self._blocks_at_most(&call)
+
+    cdef Py_ssize_t _blocks_at_most(self, const StepCall *c):
+        """The most blocks of any phase of this step: more threads would only wait."""
+        cdef Py_ssize_t l, k, m, n = c.n, most = 1, align = 64 // self.dtype.itemsize
+        cdef double flops
+        for l in range(self.n_layers):
+            k, m = self.sizes[l], self.sizes[l + 1]
+            flops = 2.0 * n * k * m
+            most = max(most, _n_blocks(n, 1, flops) if _forward_by_rows(c, l, n, m)
+                       else _n_blocks(m, align, flops))
+            most = max(most, _n_blocks(k, align, 2 * flops if l > 0 else flops))
+            if c.sparse and l == 0:
+                most = max(most, _n_blocks(m, align, flops))
+        return most
 
 
 cdef struct StepCall:
@@ -693,71 +794,95 @@ cdef inline void _mark(TrainStep s, int phase, long long *clock) noexcept nogil:
 cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) noexcept nogil:
     """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
     forward, loss gradient, backward and, with an update, each layer's update once its
-    gradients and dX are done. Leaves this thread's part of the summed loss and of the
-    correct count in s.loss_part[tid] / s.correct_part[tid]. When the batch's loss is
-    not finite and there is an update, nothing after the loss runs: the parameters stay
-    those of the previous step (the caller reports the divergence).
+    gradients and dX are done. Leaves the loss of each LOSS_ROWS rows in s.loss_block
+    and this thread's correct count in s.correct_part[tid]. When the batch's loss is not
+    finite and there is an update, nothing after the loss runs: the parameters stay those
+    of the previous step (the caller reports the divergence).
 
-    Work split: rows of the batch for the gather and the loss; for the forward GEMM +
-    bias/activation rows when the batch is at least twice as tall as the layer is wide,
-    else columns (output units); columns for db; input units of a layer for dW (a
-    contiguous slab of W's rows) and dX (the same columns of d[l]), so a thread updates
-    exactly the rows of W it alone read for dX. Barriers where a phase needs what other
-    threads wrote: before a forward layer unless it and the one before are split by
-    rows, before the loss unless the last layer is split by rows, after the loss and
-    after each backward layer.
-    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0, as the
-    update splits them); layer 0's forward pass is split by rows of the batch; its dW by
-    output units (the same columns as db), with a barrier before W0's update.
+    Work split: the gather by rows over the threads (copies only). Every other phase in
+    the blocks of the grid (_n_blocks: a function of the shapes, not of T), each thread
+    taking its run of them: the forward product + bias/activation of a layer by rows of
+    the batch or by output columns (_forward_by_rows); the loss in blocks of LOSS_ROWS
+    rows; a layer's dW by its input units (a slab of W's rows) together with dX (the same
+    columns of d[l]) and the update of those rows of W, which only that block read for
+    dX; db and the bias update by output units. A barrier wherever a phase needs what
+    other threads wrote: after the gather, before each forward layer after the first,
+    before and after the loss, after each backward layer.
+    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0); layer 0's
+    forward pass is cut by rows of the batch; its dW by output units (the blocks of db),
+    with a barrier before W0's update, by its row blocks.
     """
-    cdef Py_ssize_t L = s.n_layers, n = c.n, l, r0, r1, c0, c1, i0, i1
+    cdef Py_ssize_t L = s.n_layers, n = c.n, l, j, j0, j1, b0, b1, k, m, blocks, i_blocks
     cdef Py_ssize_t *sz = s.sizes
     cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
+    cdef Py_ssize_t correct = 0
+    cdef double flops
     cdef bint update = c.u.kind != OPT_NONE
-    cdef bint by_rows, prev_by_rows = True           # the gather is split by rows
+    cdef bint by_rows
     cdef long long t0 = 0
     cdef long long *clock = NULL                     # profiling: thread 0's clock
     if s.profile and tid == 0:
         t0 = _now()
         clock = &t0
-    nnf_part(n, tid, T, 1, &r0, &r1)                 # this thread's rows of the batch
+    nnf_part(n, tid, T, 1, &b0, &b1)                 # this thread's rows of the gather
     if c.sparse:                           # dW0 is a scatter-add: it starts from zero
-        nnf_part(sz[0], tid, T, align, &i0, &i1)
-        if i1 > i0:
-            memset(<floating *>s.dw[0] + i0 * sz[1], 0, (i1 - i0) * sz[1] * sizeof(floating))
-    _gather_batch(s, c, r0, r1, kind)
+        nnf_part(sz[0], tid, T, align, &j0, &j1)
+        if j1 > j0:
+            memset(<floating *>s.dw[0] + j0 * sz[1], 0, (j1 - j0) * sz[1] * sizeof(floating))
+    _gather_batch(s, c, b0, b1, kind)
     _mark(s, P_GATHER, clock)
     for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
-        # Split by rows when the batch is taller than the layer is wide: each thread then
-        # packs w[l] (sz[l] x sz[l+1]) rather than the whole batch's a[l] (n x sz[l]) for
-        # BLAS, and needs only its own rows of a[l]. Otherwise by output columns.
-        # A sparse first layer always by rows: each row of its output reads only that
-        # row's non-zeros.
-        by_rows = (c.sparse and l == 0) or (T > 1 and n >= 2 * sz[l + 1])
-        if not (by_rows and prev_by_rows):
-            nnf_barrier(T)                               # all of a[l] is needed
-        if by_rows:
-            _forward_layer(s, c, l, r0, r1, 0, sz[l + 1], clock, kind)
-        else:
-            nnf_part(sz[l + 1], tid, T, align, &c0, &c1)
-            _forward_layer(s, c, l, 0, n, c0, c1, clock, kind)
-        _mark(s, P_BIAS_ACT, clock)
-        prev_by_rows = by_rows
-    if not prev_by_rows:
-        nnf_barrier(T)                                  # the loss needs whole rows
-    _output_gradient(s, c, tid, r0, r1, kind)
+        k, m = sz[l], sz[l + 1]
+        flops = 2.0 * n * k * m
+        by_rows = _forward_by_rows(c, l, n, m)
+        blocks = _n_blocks(n, 1, flops) if by_rows else _n_blocks(m, align, flops)
+        nnf_barrier(T)                                  # all of a[l] is there
+        _my_blocks(blocks, tid, T, &j0, &j1)
+        for j in range(j0, j1):
+            if by_rows:
+                _block(n, j, blocks, 1, &b0, &b1)
+                _forward_layer(s, c, l, b0, b1, 0, m, clock, kind)
+            else:
+                _block(m, j, blocks, align, &b0, &b1)
+                _forward_layer(s, c, l, 0, n, b0, b1, clock, kind)
+            _mark(s, P_BIAS_ACT, clock)
+    nnf_barrier(T)                                      # the loss needs whole rows
+    blocks = (n + LOSS_ROWS - 1) // LOSS_ROWS
+    _my_blocks(blocks, tid, T, &j0, &j1)
+    for j in range(j0, j1):
+        s.loss_block[j] = _output_gradient(s, c, j * LOSS_ROWS, min(n, (j + 1) * LOSS_ROWS),
+                                           &correct, kind)
+    s.correct_part[tid] = correct
     nnf_barrier(T)
     _mark(s, P_LOSS, clock)
-    if update and not isfinite(_sum(s.loss_part, T)):
+    if update and not isfinite(_sum(s.loss_block, blocks)):
         return             # diverged: every thread skips the backward pass and the update
     for l in range(L - 1, -1, -1):
-        nnf_part(sz[l], tid, T, align, &i0, &i1)                  # input units of layer l
-        nnf_part(sz[l + 1], tid, T, align, &c0, &c1)              # its output units
-        _backward_layer(s, c, l, i0, i1, c0, c1, clock, kind)
-        if update:
-            if c.sparse and l == 0:
-                nnf_barrier(T)            # all columns of dw[0][i0:i1] before its update
-            _update_layer(s, &c.u, l, i0, i1, c0, c1, kind)
+        k, m = sz[l], sz[l + 1]
+        flops = 2.0 * n * k * m
+        i_blocks = _n_blocks(k, align, 2 * flops if l > 0 else flops)
+        if not (c.sparse and l == 0):
+            _my_blocks(i_blocks, tid, T, &j0, &j1)
+            for j in range(j0, j1):                     # dW rows, dX columns, W's update
+                _block(k, j, i_blocks, align, &b0, &b1)
+                _backward_weights(s, c, l, b0, b1, clock, kind)
+                if update:
+                    _update_rows(s, &c.u, l, b0, b1, kind)
+                    _mark(s, P_OPT, clock)
+        blocks = _n_blocks(m, align, flops) if c.sparse and l == 0 else _n_blocks(m, align, 0)
+        _my_blocks(blocks, tid, T, &j0, &j1)
+        for j in range(j0, j1):                         # db (sparse layer 0: and dW0) columns
+            _block(m, j, blocks, align, &b0, &b1)
+            _backward_bias(s, c, l, b0, b1, clock, kind)
+            if update:
+                _update_bias(s, &c.u, l, b0, b1, kind)
+                _mark(s, P_OPT, clock)
+        if c.sparse and l == 0 and update:
+            nnf_barrier(T)                    # all columns of dW0 before W0's update
+            _my_blocks(i_blocks, tid, T, &j0, &j1)
+            for j in range(j0, j1):
+                _block(k, j, i_blocks, align, &b0, &b1)
+                _update_rows(s, &c.u, 0, b0, b1, kind)
             _mark(s, P_OPT, clock)
         if l > 0:
             nnf_barrier(T)                             # d[l] complete for layer l - 1
@@ -811,10 +936,11 @@ cdef inline void _forward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py
                  s.keys[l], s.drop[l], <floating>s.dscale[l], s.codes[l])
 
 
-cdef inline void _output_gradient(TrainStep s, const StepCall *c, int tid, Py_ssize_t r0,
-                                  Py_ssize_t r1, floating kind) noexcept nogil:
+cdef inline double _output_gradient(TrainStep s, const StepCall *c, Py_ssize_t r0,
+                                    Py_ssize_t r1, Py_ssize_t *correct,
+                                    floating kind) noexcept nogil:
     """Rows r0:r1: d[L] := y_hat - y (times the row weights, if any) from the logits
-    a[L]; this thread's summed loss and correct count into loss_part / correct_part."""
+    a[L]; returns their summed loss and adds their correct predictions to *correct."""
     cdef Py_ssize_t L = s.n_layers, m = s.sizes[L]
     cdef floating *z = <floating *>s.a[L] + r0 * m
     cdef floating *y = <floating *>s.y + r0 * m
@@ -824,33 +950,27 @@ cdef inline void _output_gradient(TrainStep s, const StepCall *c, int tid, Py_ss
     elif r1 > r0:
         loss = _weighted_loss_backward(s.loss, <floating *>s.d[L] + r0 * m, z, y,
                                        <floating *>s.rw + r0, r1 - r0, m)
-    s.correct_part[tid] = _correct(s.loss, z, y, r1 - r0, m)
-    s.loss_part[tid] = loss
+    correct[0] += _correct(s.loss, z, y, r1 - r0, m)
+    return loss
 
 
-cdef inline void _backward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py_ssize_t i0,
-                                 Py_ssize_t i1, Py_ssize_t c0, Py_ssize_t c1,
-                                 long long *clock, floating kind) noexcept nogil:
-    """Layer l's gradients from dz = d[l+1] (its output's): rows i0:i1 of dw[l] (dense:
-    scale a[l][:, i0:i1].T @ dz; the sparse first layer: columns c0:c1, a scatter-add of
-    X[idx].T @ dz), db[l][c0:c1] = scale dz's column sums, and for l > 0 the columns
-    i0:i1 of d[l] = dz @ w[l][i0:i1].T, through layer l - 1's dropout and activation."""
+cdef inline void _backward_weights(TrainStep s, const StepCall *c, Py_ssize_t l,
+                                   Py_ssize_t i0, Py_ssize_t i1, long long *clock,
+                                   floating kind) noexcept nogil:
+    """Layer l's input units i0:i1, from dz = d[l+1] (its output's gradient): rows i0:i1
+    of dw[l] = scale a[l][:, i0:i1].T @ dz and, for l > 0, the columns i0:i1 of
+    d[l] = dz @ w[l][i0:i1].T, through layer l - 1's dropout and activation. Dense
+    layers only (the sparse first layer's dW is _backward_bias's)."""
     cdef Py_ssize_t n = c.n, k = s.sizes[l], m = s.sizes[l + 1]  # layer l's inputs, outputs
     cdef floating scale = <floating>(1.0 / c.grad_div)
     cdef floating *dz = <floating *>s.d[l + 1]
     cdef floating *dx = <floating *>s.d[l] + i0 if l > 0 else NULL
-    if c.sparse and l == 0:
-        if c1 > c0:
-            _sparse_scatter(c, <floating *>s.dw[0] + c0, m, dz + c0, m, c.idx, n, c1 - c0,
-                            <floating>(s.x_scale * <double>scale))
-    elif i1 > i0:
-        gemm_rm(True, False, i1 - i0, m, n, scale, <floating *>s.a[l] + i0, k, dz, m, 0,
-                <floating *>s.dw[l] + i0 * m, m)
+    if i1 <= i0:
+        return
+    gemm_rm(True, False, i1 - i0, m, n, scale, <floating *>s.a[l] + i0, k, dz, m, 0,
+            <floating *>s.dw[l] + i0 * m, m)
     _mark(s, P_GEMM_DW, clock)
-    if c1 > c0:
-        _col_sum(<floating *>s.db[l] + c0, dz + c0, n, c1 - c0, m, scale)
-    _mark(s, P_DB, clock)
-    if l > 0 and i1 > i0:
+    if l > 0:
         gemm_rm(False, True, n, i1 - i0, m, 1, dz, m, <floating *>s.w[l] + i0 * m, m, 0,
                 dx, k)
         _mark(s, P_GEMM_DX, clock)
@@ -862,14 +982,35 @@ cdef inline void _backward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, P
         _mark(s, P_ACT_BWD, clock)
 
 
-cdef inline void _update_layer(TrainStep s, const Update *u, Py_ssize_t l, Py_ssize_t i0,
-                               Py_ssize_t i1, Py_ssize_t c0, Py_ssize_t c1,
-                               floating kind) noexcept nogil:
-    """The update of rows i0:i1 of w[l] (read by this thread only, for its dX) and of
-    b[l][c0:c1] (weights decayed, biases not)."""
+cdef inline void _backward_bias(TrainStep s, const StepCall *c, Py_ssize_t l, Py_ssize_t c0,
+                                Py_ssize_t c1, long long *clock, floating kind) noexcept nogil:
+    """Layer l's output units c0:c1: db[l][c0:c1] = scale dz's column sums; for the sparse
+    first layer also dw[0][:, c0:c1], a scatter-add of X[idx].T @ dz over the batch's
+    non-zeros, rows in batch order."""
+    cdef Py_ssize_t n = c.n, m = s.sizes[l + 1]
+    cdef floating scale = <floating>(1.0 / c.grad_div)
+    cdef floating *dz = <floating *>s.d[l + 1]
+    if c1 <= c0:
+        return
+    if c.sparse and l == 0:
+        _sparse_scatter(c, <floating *>s.dw[0] + c0, m, dz + c0, m, c.idx, n, c1 - c0,
+                        <floating>(s.x_scale * <double>scale))
+        _mark(s, P_GEMM_DW, clock)
+    _col_sum(<floating *>s.db[l] + c0, dz + c0, n, c1 - c0, m, scale)
+    _mark(s, P_DB, clock)
+
+
+cdef inline void _update_rows(TrainStep s, const Update *u, Py_ssize_t l, Py_ssize_t i0,
+                              Py_ssize_t i1, floating kind) noexcept nogil:
+    """The update of rows i0:i1 of w[l] (weights are decayed)."""
     cdef Py_ssize_t m = s.sizes[l + 1]
     if i1 > i0:
         _update(s, u, <floating *>s.w[l] + i0 * m, (i1 - i0) * m, True)
+
+
+cdef inline void _update_bias(TrainStep s, const Update *u, Py_ssize_t l, Py_ssize_t c0,
+                              Py_ssize_t c1, floating kind) noexcept nogil:
+    """The update of b[l][c0:c1] (biases are not decayed)."""
     if c1 > c0:
         _update(s, u, <floating *>s.b[l] + c0, c1 - c0, False)
 
@@ -973,13 +1114,16 @@ cdef struct ForwardCall:
     const int *codes            # codes[l]: layer l's activation (ACT_*)
     const Py_ssize_t *sizes     # L + 1 layer sizes
     Py_ssize_t L, n
+    Py_ssize_t blocks           # of rows (the grid: by the work, not by the team size)
 
 
 def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
     """outs[l] := act_l(a_l @ coefs[l] + intercepts[l]) for each layer l, with a_0 = x
     and a_l = outs[l - 1], act_l = codes[l] (an ACT_* code; softmax along rows), on a
-    team of up to `threads`: each thread takes a range of rows through all the layers
-    (no barrier between layers), calling single-threaded BLAS. All arrays C-contiguous,
+    team of up to `threads`: the rows are cut into blocks of the grid (by the work, never
+    by the team size, so a row's values do not depend on it), each thread taking its run
+    of blocks through all the layers (no barrier between layers), calling
+    single-threaded BLAS. All arrays C-contiguous,
     of one float dtype; outs must not overlap x (checked), the parameters or each other
     (the network's own buffers)."""
     cdef Py_ssize_t L = len(coefs), l, n
@@ -1039,7 +1183,11 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
     call.sizes = sizes
     call.L = L
     call.n = n
-    cdef int want = max(1, min(threads, n, 64))
+    cdef double flops = 0
+    for l in range(L):
+        flops += 2.0 * n * sizes[l] * sizes[l + 1]
+    call.blocks = _n_blocks(n, PREDICT_ROWS, flops)
+    cdef int want = <int>min(threads, call.blocks)
     cdef bint is_double = dtype == np.float64
     with nogil:
         if is_double:
@@ -1058,11 +1206,19 @@ cdef void _forward_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
 
 
 cdef void _forward_rows(const ForwardCall *c, int tid, int T, floating kind) noexcept nogil:
-    """Thread tid's rows r0:r1 of the batch through every layer."""
+    """Thread tid's blocks of rows through every layer."""
+    cdef Py_ssize_t j, j0, j1
+    _my_blocks(c.blocks, tid, T, &j0, &j1)
+    for j in range(j0, j1):
+        _forward_block[floating](c, j, kind)
+
+
+cdef inline void _forward_block(const ForwardCall *c, Py_ssize_t j, floating kind) noexcept nogil:
+    """Block j of the rows through every layer."""
     cdef Py_ssize_t r0, r1, l, k, m
     cdef const floating *a
     cdef floating *z
-    nnf_part(c.n, tid, T, 8, &r0, &r1)
+    _block(c.n, j, c.blocks, PREDICT_ROWS, &r0, &r1)
     if r1 <= r0:
         return
     for l in range(c.L):
