@@ -16,6 +16,7 @@ class Workspace:
     def __init__(self, net, rows, grads, dropout=True, sparse=False):
         self.rows = rows
         self.sparse = sparse
+        self.team = None                      # the TeamChooser of its steps (training)
         self.a = [None if sparse and l == 0 else np.empty((rows, s), net.dtype)
                   for l, s in enumerate(net.sizes)]
         self.d = [None] + [np.empty((rows, s), net.dtype) for s in net.sizes[1:]]

@@ -364,9 +364,10 @@ class Network:
 
     # ------------------------------------------------------------ training
 
-    def _training_step(self, rows, X):
-        """The compiled step of the training workspace for batches of up to `rows` of X."""
-        return self._get_workspace(rows, sparse=isinstance(X, CSRInput)).step
+    def _training_workspace(self, rows, X):
+        """The training workspace for batches of up to `rows` of X (its compiled step,
+        and the team choice of its steps, kept between fits)."""
+        return self._get_workspace(rows, sparse=isinstance(X, CSRInput))
 
     def _get_workspace(self, rows, sparse=False):
         """The training workspace for batches of up to `rows` (kept between fits); one

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import EpochProgress
-from ._threads import refresh_cpus, team_size
+from ._threads import TeamChooser, refresh_cpus, team_size
 
 
 class History:
@@ -146,12 +146,17 @@ def train(net, settings, group):
     n = s.n
     refresh_cpus()
     rows = min(s.batch_size, n)
-    step = net._training_step(group.batch_rows(rows), s.X)
+    ws = net._training_workspace(group.batch_rows(rows), s.X)
+    step = ws.step
     # All input checked, buffers allocated: from here on the network changes.
     opt._prepare(net)
     order = state.sample_order(n, s.shuffle)
     group.start(net._flat_params, net._flat_grads_ext, opt, state, order)
     net._bind(step, s.X, s.Y, s.W, group.dropout_seed(state.dropout_seed))
+    useful = step.useful_threads(group.batch_rows(rows))
+    if ws.team is None or ws.team.useful != useful:     # timings carry over between fits
+        ws.team = TeamChooser(useful)
+    team = ws.team
     hist = History()
     weights = None if s.W is None else s.W.astype(np.float64)   # once: per-batch sums
     try:
@@ -159,7 +164,7 @@ def train(net, settings, group):
             for epoch in range(s.epochs):
                 rule = _begin_epoch(net, s, epoch, step, group)
                 progress = _train_epoch(net, s, epoch, step, rule, order, rows, weights,
-                                        group, interrupt, hist)
+                                        group, interrupt, hist, team)
                 if _end_epoch(net, s, epoch, hist, progress, group):
                     break
         for cb in s.callbacks:              # by a stop or after the last epoch
@@ -187,7 +192,8 @@ def _begin_epoch(net, s, epoch, step, group):
     return s.optimizer._rule()
 
 
-def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interrupt, hist):
+def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interrupt, hist,
+                 team):
     """One pass over the shuffled samples, a mini-batch per step; returns the epoch's
     progress display (its line is printed at the epoch's end)."""
     n, opt, state = s.n, s.optimizer, net._train_state
@@ -206,9 +212,14 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interru
             div = float(idx.shape[0]) if divisors is None else float(divisors[k])
             if div == 0:                        # all weights 0: nothing to learn
                 continue
+            timed = team.useful > 1 and idx.shape[0] == rows   # a choice to measure
+            threads = team.pick(group.threads(team_size())) if timed else 1
+            started = time.perf_counter()
             loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
-                                               state.dropout_step, group.threads(team_size()),
+                                               state.dropout_step, threads,
                                                interrupt.requested)
+            if timed:
+                team.record(threads, time.perf_counter() - started)
             if dropout:                         # every step that ran drew masks
                 state.dropout_step += 1
             if not math.isfinite(loss):         # the step skipped its update
