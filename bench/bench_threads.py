@@ -39,8 +39,10 @@ WORK_SECONDS = 0.3                  # timed work per repeat in a worker
 def worker(kind, sizes, count, setting, repeat):
     """Microseconds per step (fit) or per call (predict), median of `repeat`."""
     import nnfast as nf
-    if setting != "default":
+    if setting != "default":            # a fixed team: no timed choice of one thread
         nf.set_num_threads(int(setting))
+        import nnfast._threads
+        nnfast._threads.timed_team_choice = False
     rng = np.random.default_rng(0)
     net = nf.Network(sizes, seed=0)
     if kind == "fit":
