@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import statistics
 
 from . import _kernels
 
@@ -96,37 +97,43 @@ class TeamChooser:
     """The team size of each training step of one fit, chosen by measuring.
 
     The candidates are one thread and the most the step can use (the setting, the CPUs,
-    the step's own grid). Each is timed for a few steps at the start; then the faster one
-    runs, and every PROBE_EVERY steps the other is timed again for PROBE_STEPS steps (the
-    first of them not counted: it wakes sleeping workers). So a team that loses a core to
-    another process is dropped within a few steps (its own times rise), and taken back
-    within PROBE_EVERY steps of the core's return. This is safe because a step's results
-    are the same bits for any team size.
+    the step's own grid). Each is timed for PROBE_STEPS steps at the start (the first of
+    them not counted: it wakes sleeping workers); then the faster one runs, and every
+    PROBE_EVERY steps the other is timed again the same way, every PROBE_SOON steps when
+    its last time was close to the best's (the machine's load may be changing). A
+    candidate's time is the median of its last RECENT counted steps, so one step slowed
+    by an interrupt does not flip the choice, while a team that loses a core to another
+    process is dropped after a few slow steps, and taken back soon after the core
+    returns. This is safe because a step's results are the same bits for any team size.
 
     Why: with one core taken by another process, a 2-thread team waits at every barrier
-    for the thread that lost its core: 784-256-128-10 at batch 128 then took 3.3 ms a step
-    against 1.8 ms on one thread, while on a quiet machine 2 threads take 1.0 ms. No
-    static rule sees that; a measurement does, at the cost of the probes (1.5% of steps).
+    for the thread that lost its core: 784-256-128-10 at batch 128 then took 3.0 ms a step
+    against 1.6 ms on one thread, while on a quiet machine 2 threads take 1.1 ms. No
+    static rule sees that; a measurement does, at the cost of the probes (2% of steps).
     """
 
     PROBE_EVERY = 200
-    PROBE_STEPS = 3
-    SMOOTHING = 0.2                   # weight of a new time in the running estimate
+    PROBE_SOON = 20                   # ... when the other was within CLOSE of the best
+    CLOSE = 1.25
+    PROBE_STEPS = 4
+    RECENT = 5
 
     def __init__(self, useful):
         self.useful = useful          # the most threads a full batch's step can use
         self.limit = None
-        self.estimate = {}
+        self.times = {}
         self.steps = 0
-        self.probing = None           # (candidate, steps left) while timing the other one
+        self.probe = []               # the team sizes of the coming timed probe steps
 
     def _reset(self, limit):
         self.limit = limit
         self.candidates = sorted({1, limit}, reverse=True)        # the team first
-        self.estimate = {c: None for c in self.candidates}
-        self.pending = [c for c in self.candidates for _ in range(self.PROBE_STEPS)]
+        self.times = {c: [] for c in self.candidates}
+        self.probe = [c for c in self.candidates for _ in range(self.PROBE_STEPS)]
         self.steps = 0
-        self.probing = None
+
+    def _estimate(self, c):
+        return statistics.median(self.times[c]) if self.times[c] else 0.0
 
     def pick(self, limit):
         """The team size for the next full-batch step, given the current limit (the
@@ -138,34 +145,28 @@ class TeamChooser:
             self._reset(limit)
         if limit == 1:
             return 1
-        if self.pending:                              # the first timings
-            return self.pending[0]
+        if self.probe:
+            return self.probe[0]
         self.steps += 1
-        best = min(self.candidates, key=lambda c: self.estimate[c])
-        if self.probing is None and self.steps % self.PROBE_EVERY == 0:
-            other = next(c for c in self.candidates if c != best)
-            self.probing = [other, self.PROBE_STEPS]
-        return self.probing[0] if self.probing is not None else best
+        best = min(self.candidates, key=self._estimate)
+        other = next(c for c in self.candidates if c != best)
+        close = self._estimate(other) < self.CLOSE * self._estimate(best)
+        if self.steps >= (self.PROBE_SOON if close else self.PROBE_EVERY):
+            self.steps = 0
+            self.probe = [other] * self.PROBE_STEPS
+            self.times[other] = []                    # stale: timed afresh
+            return other
+        return best
 
     def record(self, threads, seconds):
-        """The time of a full-batch step that ran on `threads`."""
-        if self.limit in (None, 1) or threads not in self.estimate or not timed_team_choice:
+        """The time of a full-batch step that ran on `threads` (after pick)."""
+        if self.limit in (None, 1) or threads not in self.times or not timed_team_choice:
             return
-        if self.pending:
-            first = self.pending.count(threads) == self.PROBE_STEPS
-            self.pending.remove(threads)
-            if not first:                             # the first one wakes the team
-                self._update(threads, seconds)
-            return
-        if self.probing is not None and self.probing[0] == threads:
-            left = self.probing[1] - 1
-            if left < self.PROBE_STEPS - 1:           # the first probe step: not counted
-                self._update(threads, seconds, fresh=left == self.PROBE_STEPS - 2)
-            self.probing = None if left == 0 else [threads, left]
-            return
-        self._update(threads, seconds)
-
-    def _update(self, threads, seconds, fresh=False):
-        old = self.estimate[threads]
-        self.estimate[threads] = (seconds if old is None or fresh else
-                                  (1 - self.SMOOTHING) * old + self.SMOOTHING * seconds)
+        if self.probe and self.probe[0] == threads:
+            first = self.probe.count(threads) == self.PROBE_STEPS     # none timed yet
+            self.probe.pop(0)
+            if first:                                 # the first one wakes the team
+                return
+        recent = self.times[threads]
+        recent.append(seconds)
+        del recent[:-self.RECENT]

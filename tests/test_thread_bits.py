@@ -139,8 +139,9 @@ def _drive(chooser, limit, seconds_of, steps):
 def test_chooser_keeps_the_team_when_it_is_faster():
     ch = threads_mod.TeamChooser(useful=4)
     picked = _drive(ch, 2, {1: 1.6e-3, 2: 1.0e-3}.get, 1000)
-    assert picked[:3] == [2, 2, 2] and picked[3:6] == [1, 1, 1]     # each timed first
-    tail = picked[6:]
+    k = ch.PROBE_STEPS
+    assert picked[:2 * k] == [2] * k + [1] * k                      # each timed first
+    tail = picked[2 * k:]
     assert tail.count(2) / len(tail) > 0.95                         # then the team
     assert tail.count(1) > 0                                        # with probes of one
 
@@ -155,6 +156,18 @@ def test_chooser_drops_a_team_that_lost_a_core_and_takes_it_back():
     times[2] = 1.0e-3                                               # and given back
     quiet = _drive(ch, 2, times.get, 600)
     assert quiet[-200:].count(2) / 200 > 0.95
+
+
+def test_chooser_ignores_a_single_slow_step():
+    ch = threads_mod.TeamChooser(useful=2)
+    times = {1: 1.6e-3, 2: 1.0e-3}
+    _drive(ch, 2, times.get, 100)
+    picked = []
+    for i in range(50):                     # every 10th team step is 5x slower
+        t = ch.pick(2)
+        ch.record(t, times[t] * (5 if t == 2 and i % 10 == 0 else 1))
+        picked.append(t)
+    assert picked == [2] * 50
 
 
 def test_chooser_follows_the_limit_and_the_fixed_mode(monkeypatch):
