@@ -7,6 +7,7 @@ of stopping the suite."""
 import platform
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -18,7 +19,8 @@ import nnfast as nf
 
 def _run(code, timeout=120):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout,
+                          cwd=tempfile.gettempdir())     # the installed nnfast, not ./nnfast
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
