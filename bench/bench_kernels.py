@@ -250,7 +250,11 @@ def time_calls(fn, args, repeat, block_s):
 
 def worker_time(which, dtype, batch, repeat, block_s, threads):
     import nnfast as nf
-    nf.set_num_threads(threads)          # nnfast's BLAS; NumPy's from OPENBLAS_NUM_THREADS
+    from nnfast import _kernels
+    nf.set_num_threads(threads)
+    # The single kernels call nnfast's BLAS directly, outside the team (which keeps it
+    # single-threaded): give it the threads here, as NumPy's get OPENBLAS_NUM_THREADS.
+    _kernels.set_blas_threads(threads)
     inp = make_inputs(batch, np.dtype(dtype).type)
     rows = []
     for c in make_cases(inp, which):
