@@ -44,9 +44,11 @@ every step (n comparisons).
 The per-thread work is `_run`, a short driver over per-layer helpers that follow
 nnfast.reference.ReferenceNetwork._backprop: `_gather_batch`, `_forward_layer` (a block
 of rows x columns of one layer's output: the split by rows and the split by columns are
-the same call with other ranges), `_output_gradient`, `_backward_layer` and
-`_update_layer`. The work split and every barrier are in `_run`, and so are the profiling
-marks between helpers; a helper that spans two phases (a product and its activation)
+the same call with other ranges), `_output_gradient`, `_backward_weights` (a block of a
+layer's input units: dW rows, dX columns), `_backward_bias` (a block of its output
+units: db) and `_update_rows` / `_update_bias`. The work split (the grid's blocks, see
+_n_blocks) and every barrier are in `_run`, and so are the profiling marks between
+helpers; a helper that spans two phases (a product and its activation)
 marks the boundary on the clock `_run` passes it (NULL: not profiling).
 
 Sparse input (bind_csr): the training data is a CSR matrix (data, indices, indptr). The
