@@ -65,6 +65,8 @@ def worker_floor(X, batch, dtype, epochs, use_nnfast_blas):
     A[0][...] = X[:batch]
     for a in A[1:]:
         a[...] = rng.random(a.shape)
+    if use_nnfast_blas:       # one BLAS call per product on all of nnfast's threads
+        K.set_blas_threads(nf.get_num_threads())
     del nf
     if use_nnfast_blas:
         def mm(c, a, b, ta=False, tb=False):
