@@ -179,3 +179,13 @@ def test_chooser_follows_the_limit_and_the_fixed_mode(monkeypatch):
     monkeypatch.setattr(threads_mod, "timed_team_choice", False)
     ch2 = threads_mod.TeamChooser(useful=4)
     assert _drive(ch2, 2, {1: 1e-3, 2: 9e-3}.get, 50) == [2] * 50
+
+
+def test_set_grain_checks_and_returns_the_previous():
+    with pytest.raises(ValueError, match="flops must be >= 1"):
+        _step._set_grain(0)
+    previous = _step._set_grain(1e6)
+    try:
+        assert _step._set_grain(previous) == 1e6
+    finally:
+        _step._set_grain(previous)
