@@ -105,10 +105,10 @@ cdef enum:
     OPT_ADAM = 1
     OPT_SGD = 2
 
-# The work grid. Every phase of a step is cut into blocks whose number and bounds depend on
-# the shapes and on this machine's CPU count only, never on the team size: a team of T
-# threads deals the same blocks out (thread tid takes a contiguous run of them), and one
-# thread runs them all in the same calls. So every matrix product is the same BLAS call,
+# The work grid. Every phase of a step is cut into blocks whose number and bounds depend
+# on the shapes and on the process's CPU count at import (_grid_cpus) only, never on the
+# team size: a team of T threads deals the same blocks out (thread tid takes a contiguous
+# run of them), and one thread runs them all in the same calls. So every matrix product is the same BLAS call,
 # with the same shape, for any T, and the results are the same bits: BLAS kernels pick
 # their summation order by shape, so a split that followed T changed the last bits (1 vs
 # 2 threads differed by 3e-8 on [100, 96, 48, 10], batch 32). The loss is summed in blocks
@@ -121,12 +121,13 @@ cdef enum:
     LOSS_ROWS = 16
     PREDICT_ROWS = 8          # prediction's row blocks are cut at multiples of this
 cdef double GRAIN = 2e6
-cdef Py_ssize_t _grid_cpus = 1            # blocks per phase at most: the machine's CPUs
+cdef Py_ssize_t _grid_cpus = 1            # blocks per phase at most (nnfast._threads sets it)
 
 
 def _set_grid_cpus(Py_ssize_t cpus):
-    """Set the most blocks of a phase (the machine's CPU count at import; tests set
-    others to check that results do not depend on the team size). Returns the previous."""
+    """Set the most blocks of a phase (nnfast._threads: the process's CPUs at import, at
+    most 16; tests set others to check that results do not depend on the team size).
+    Returns the previous."""
     global _grid_cpus
     if not 1 <= cpus <= 64:
         raise ValueError(f"_set_grid_cpus: cpus must be in [1, 64], got {cpus}")
@@ -134,7 +135,6 @@ def _set_grid_cpus(Py_ssize_t cpus):
     return previous
 
 
-_set_grid_cpus(max(1, min(64, __import__("os").cpu_count() or 1)))
 
 
 def _set_grain(double flops):

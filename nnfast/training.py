@@ -212,13 +212,14 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interru
             div = float(idx.shape[0]) if divisors is None else float(divisors[k])
             if div == 0:                        # all weights 0: nothing to learn
                 continue
-            timed = team.useful > 1 and idx.shape[0] == rows   # a choice to measure
-            threads = team.pick(group.threads(team_size())) if timed else 1
+            # threads: 1 for a step too small to split, else the chooser's (timed on
+            # full batches only, so that like is compared with like)
+            threads = team.pick(group.threads(team_size())) if team.useful > 1 else 1
             started = time.perf_counter()
             loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
                                                state.dropout_step, threads,
                                                interrupt.requested)
-            if timed:
+            if team.useful > 1 and idx.shape[0] == rows:
                 team.record(threads, time.perf_counter() - started)
             if dropout:                         # every step that ran drew masks
                 state.dropout_step += 1

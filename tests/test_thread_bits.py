@@ -189,3 +189,13 @@ def test_set_grain_checks_and_returns_the_previous():
         assert _step._set_grain(previous) == 1e6
     finally:
         _step._set_grain(previous)
+
+
+@pytest.mark.parametrize("text, cpus", [("max 100000\n", None), ("200000 100000\n", 2),
+                                        ("150000 100000\n", 2), ("50000 100000\n", 1),
+                                        ("garbage\n", None)])
+def test_cgroup_quota_caps_the_cpus(tmp_path, text, cpus):
+    path = tmp_path / "cpu.max"
+    path.write_text(text)
+    assert threads_mod._cpu_quota(str(path)) == cpus
+    assert threads_mod._cpu_quota(str(tmp_path / "missing")) is None
