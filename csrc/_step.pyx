@@ -169,6 +169,33 @@ cdef inline bint _forward_by_rows(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
     return (c.sparse and l == 0) or n >= 2 * m
 
 
+# The blocks of each phase of layer l (k inputs, m outputs, a batch of n), for _run and
+# for the team size a step can use (_blocks_at_most): one definition for both.
+
+cdef inline Py_ssize_t _forward_blocks(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
+                                       Py_ssize_t k, Py_ssize_t m,
+                                       Py_ssize_t align) noexcept nogil:
+    """Blocks of layer l's forward product: of rows of the batch, or of output columns."""
+    cdef double flops = 2.0 * n * k * m
+    return _n_blocks(n, 1, flops) if _forward_by_rows(c, l, n, m) else _n_blocks(m, align,
+                                                                                   flops)
+
+
+cdef inline Py_ssize_t _input_blocks(Py_ssize_t l, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
+                                     Py_ssize_t align) noexcept nogil:
+    """Blocks of layer l's input units in the backward pass: dW's rows, with dX's columns
+    for l > 0 (a second product), and W's update of those rows."""
+    return _n_blocks(k, align, (4.0 if l > 0 else 2.0) * n * k * m)
+
+
+cdef inline Py_ssize_t _output_blocks(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
+                                      Py_ssize_t k, Py_ssize_t m,
+                                      Py_ssize_t align) noexcept nogil:
+    """Blocks of layer l's output units in the backward pass: db alone is one light block;
+    the sparse first layer's scatter-added dW is split with it."""
+    return _n_blocks(m, align, 2.0 * n * k * m) if c.sparse and l == 0 else 1
+
+
 cdef inline void _block(Py_ssize_t units, Py_ssize_t j, Py_ssize_t blocks, Py_ssize_t align,
                         Py_ssize_t *begin, Py_ssize_t *end) noexcept nogil:
     """[begin, end) of block j of `blocks` over `units`, cut at multiples of align."""
@@ -724,15 +751,10 @@ cdef class TrainStep:
     cdef Py_ssize_t _blocks_at_most(self, const StepCall *c):
         """The most blocks of any phase of this step: more threads would only wait."""
         cdef Py_ssize_t l, k, m, n = c.n, most = 1, align = 64 // self.dtype.itemsize
-        cdef double flops
         for l in range(self.n_layers):
             k, m = self.sizes[l], self.sizes[l + 1]
-            flops = 2.0 * n * k * m
-            most = max(most, _n_blocks(n, 1, flops) if _forward_by_rows(c, l, n, m)
-                       else _n_blocks(m, align, flops))
-            most = max(most, _n_blocks(k, align, 2 * flops if l > 0 else flops))
-            if c.sparse and l == 0:
-                most = max(most, _n_blocks(m, align, flops))
+            most = max(most, _forward_blocks(c, l, n, k, m, align),
+                       _input_blocks(l, n, k, m, align), _output_blocks(c, l, n, k, m, align))
         return most
 
 
@@ -818,7 +840,6 @@ cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) no
     cdef Py_ssize_t *sz = s.sizes
     cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
     cdef Py_ssize_t correct = 0
-    cdef double flops
     cdef bint update = c.u.kind != OPT_NONE
     cdef bint by_rows
     cdef long long t0 = 0
@@ -835,9 +856,8 @@ cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) no
     _mark(s, P_GATHER, clock)
     for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
         k, m = sz[l], sz[l + 1]
-        flops = 2.0 * n * k * m
         by_rows = _forward_by_rows(c, l, n, m)
-        blocks = _n_blocks(n, 1, flops) if by_rows else _n_blocks(m, align, flops)
+        blocks = _forward_blocks(c, l, n, k, m, align)
         nnf_barrier(T)                                  # all of a[l] is there
         _my_blocks(blocks, tid, T, &j0, &j1)
         for j in range(j0, j1):
@@ -861,8 +881,7 @@ cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) no
         return             # diverged: every thread skips the backward pass and the update
     for l in range(L - 1, -1, -1):
         k, m = sz[l], sz[l + 1]
-        flops = 2.0 * n * k * m
-        i_blocks = _n_blocks(k, align, 2 * flops if l > 0 else flops)
+        i_blocks = _input_blocks(l, n, k, m, align)
         if not (c.sparse and l == 0):
             _my_blocks(i_blocks, tid, T, &j0, &j1)
             for j in range(j0, j1):                     # dW rows, dX columns, W's update
@@ -871,7 +890,7 @@ cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) no
                 if update:
                     _update_rows(s, &c.u, l, b0, b1, kind)
                     _mark(s, P_OPT, clock)
-        blocks = _n_blocks(m, align, flops) if c.sparse and l == 0 else _n_blocks(m, align, 0)
+        blocks = _output_blocks(c, l, n, k, m, align)
         _my_blocks(blocks, tid, T, &j0, &j1)
         for j in range(j0, j1):                         # db (sparse layer 0: and dW0) columns
             _block(m, j, blocks, align, &b0, &b1)
@@ -1146,10 +1165,10 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
         if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
             raise TypeError(f"forward: every array must be a C-contiguous {dtype} ndarray")
     for l in range(L):
-        k, m = coefs[l].shape[0] if coefs[l].ndim == 2 else -1, intercepts[l].shape[0]
         prev = x if l == 0 else outs[l - 1]
-        if (coefs[l].ndim != 2 or intercepts[l].ndim != 1 or outs[l].ndim != 2
-                or prev.shape[1] != k or coefs[l].shape[1] != m or k < 1 or m < 1
+        ok = coefs[l].ndim == 2 and intercepts[l].ndim == 1 and outs[l].ndim == 2
+        k, m = (coefs[l].shape[0], intercepts[l].shape[0]) if ok else (-1, -1)
+        if (not ok or prev.shape[1] != k or coefs[l].shape[1] != m or k < 1 or m < 1
                 or outs[l].shape != (n, m)):
             raise ValueError(f"forward: layer {l}: shapes do not chain: input "
                              f"{prev.shape}, coefs {coefs[l].shape}, intercepts "
