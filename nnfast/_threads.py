@@ -58,17 +58,17 @@ def _env_threads():
     return None
 
 
-_requested = _env_threads() or _available_cpus()
+_cpus = _available_cpus()                 # refreshed at the start of every fit
+_requested = _env_threads() or _cpus
 # The work grid (csrc/_step.pyx): blocks per phase at most this process's CPUs at import,
 # at most GRID_MAX. Fixed for the process, never following the team size, so results are
 # the same bits for any thread count. Capped because one thread running many blocks pays
 # for each BLAS call's packing: measured on 784-256-128-10, 4 blocks cost one thread
 # 5-25% per product, 8 blocks up to 50%.
-_step._set_grid_cpus(max(1, min(_available_cpus(), GRID_MAX)))
+_step._set_grid_cpus(max(1, min(_cpus, GRID_MAX)))
 # Off: every step runs on the whole team the limit allows (benchmarks of fixed team
 # sizes, tests); on: TeamChooser times one thread against the team.
 timed_team_choice = True
-_cpus = _available_cpus()                 # refreshed at the start of every fit
 _kernels.set_blas_threads(1)
 
 

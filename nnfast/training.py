@@ -146,14 +146,15 @@ def train(net, settings, group):
     n = s.n
     refresh_cpus()
     rows = min(s.batch_size, n)
-    ws = net._training_workspace(group.batch_rows(rows), s.X)
+    step_rows = group.batch_rows(rows)      # of each mini-batch, the rows this rank runs
+    ws = net._training_workspace(step_rows, s.X)
     step = ws.step
     # All input checked, buffers allocated: from here on the network changes.
     opt._prepare(net)
     order = state.sample_order(n, s.shuffle)
     group.start(net._flat_params, net._flat_grads_ext, opt, state, order)
     net._bind(step, s.X, s.Y, s.W, group.dropout_seed(state.dropout_seed))
-    useful = step.useful_threads(group.batch_rows(rows))
+    useful = step.useful_threads(step_rows)
     if ws.team is None or ws.team.useful != useful:     # timings carry over between fits
         ws.team = TeamChooser(useful)
     team = ws.team
