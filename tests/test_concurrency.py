@@ -217,6 +217,8 @@ def test_compiled_forward_refuses_bad_arguments():
         forward(x, [out], [np.asfortranarray(np.ones((4, 3), np.float32))], [b], [0], 1)
     with pytest.raises(ValueError, match="do not chain"):
         forward(x, [np.empty((5, 2), np.float32)], [w], [b], [0], 1)
+    with pytest.raises(ValueError, match="do not chain"):
+        forward(x, [out], [w], [np.zeros((), np.float32)], [0], 1)     # a 0-d intercept
     with pytest.raises(ValueError, match="activation code"):
         forward(x, [out], [w], [b], [99], 1)
     buf = np.ones(40, np.float32)
