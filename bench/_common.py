@@ -24,11 +24,12 @@ def reexec_without_slowing_vars():
         os.execve(sys.executable, [sys.executable, *sys.argv], clean_env())
 
 
-def run_worker(script, args, timeout=1800):
-    """Run `python script --worker ...args` in a fresh process; return its JSON result."""
+def run_worker(script, args, timeout=1800, env=None):
+    """Run `python script --worker ...args` in a fresh process (environment `env`,
+    default this one's); return its JSON result."""
     cmd = [sys.executable, script, "--worker", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(),
-                          timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env=os.environ.copy() if env is None else env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {' '.join(args)} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr.strip()}")

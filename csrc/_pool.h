@@ -1,6 +1,7 @@
 /* nnfast's thread team for the training step and prediction: the calling thread plus up
- * to NNF_MAX_THREADS - 1 workers run one task together, with spin barriers between its
- * phases.
+ * to NNF_MAX_THREADS - 1 workers run one task together. A task is phases of items (the
+ * blocks of a step's stages); each thread claims the next item, and an item starts once
+ * the phases before it are done.
  *
  * Why a team of our own: in a training step everything that is not a matrix product
  * (optimizer, gather, bias, activations, reductions) is memory-bound and ran on one core
@@ -12,6 +13,10 @@
  * One team per process, any number of callers: nnf_team_run holds the team for one
  * task, so a second Python thread's step waits for the first one's to end (it never
  * shares the team's state with it); a task on one thread needs no team and runs at once.
+ *
+ * Claiming instead of dealing out: a thread that loses its core (another process, a
+ * busy machine) holds up only the item it is in; the others take the rest of the phase.
+ * With a fixed share per thread and barriers, every phase waited for it.
  *
  * Waiting: between tasks a worker spins for NNF_SPIN_NS (a training loop calls the next
  * step within microseconds), then sleeps on a condition variable, so an idle team costs
@@ -52,7 +57,18 @@ static unsigned nnf_flush_denormals(void) { return 0; }
 static void nnf_restore_denormals(unsigned before) { (void)before; }
 #endif
 
-typedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads);
+/* A task is a list of phases run in order, phase p being items [phase_end[p-1],
+ * phase_end[p]) of 0..total-1 (phase_end[-1] read as 0). Any thread may run any item:
+ * an item of phase p starts once every item of the phases before it is done, so what an
+ * item computes, and in which calls, never depends on the thread that runs it. */
+typedef void (*nnf_item_fn)(void *ctx, int phase, ptrdiff_t item, int tid);
+
+typedef struct {
+    nnf_item_fn fn;
+    void *ctx;
+    int n_phases;
+    const ptrdiff_t *phase_end;         /* items of phases 0..p, cumulative */
+} nnf_task_t;
 
 typedef struct {
     int started;                        /* workers running */
@@ -60,16 +76,18 @@ typedef struct {
     pthread_cond_t cv;
     atomic_ulong gen;                   /* bumped for every task */
     atomic_int sleeping;                /* workers inside cond_wait */
-    atomic_int pending;                 /* workers still inside the current task */
-    nnf_task_fn fn;
-    void *ctx;
-    int nthreads;                       /* of the current task, caller included */
-    atomic_int bar_count;
-    atomic_uint bar_sense;
+    atomic_int nthreads;                /* of the current task, caller included */
+    /* The claims of the current task: its tag (gen's low 32 bits) above the count of
+     * items not yet claimed. A thread claims the next item by decrementing the count in
+     * a compare-and-swap that also checks the tag, so a worker that wakes up late, after
+     * its task has ended, claims nothing and touches nothing of a later task. */
+    atomic_ullong claims;
+    atomic_llong done;                  /* items of the current task finished */
+    const nnf_task_t *task;             /* read only while holding a claim: valid then */
     unsigned long start_gen[NNF_MAX_THREADS];   /* gen when worker tid was created */
 } nnf_pool_t;
 
-static nnf_pool_t nnf_pool = {0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static nnf_pool_t nnf_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t nnf_team_mu = PTHREAD_MUTEX_INITIALIZER;   /* held for one task */
 
 static long long nnf_now_ns(void)
@@ -77,6 +95,45 @@ static long long nnf_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Wait until `done` items of the current task are finished: spin, then yield the core
+ * each turn (the thread we wait for may have lost its own). */
+static void nnf_wait_done(long long done)
+{
+    int spins = 0;
+    while (atomic_load(&nnf_pool.done) < done) {
+        NNF_PAUSE();
+        if (++spins > NNF_SPINS_BEFORE_YIELD)
+            sched_yield();
+    }
+}
+
+/* Claim and run items of the task tagged `tag` until none is left to claim. Items are
+ * claimed in order, and each waits only for items claimed before it, so the team never
+ * deadlocks, and a thread that is descheduled holds up only the item it is running:
+ * the others claim the rest of the phase, and the phases after it. */
+static void nnf_work(uint32_t tag, int tid)
+{
+    int phase = 0;
+    unsigned long long seen = atomic_load(&nnf_pool.claims);
+    for (;;) {
+        if ((uint32_t)(seen >> 32) != tag || (uint32_t)seen == 0)
+            return;                     /* a later task, or nothing left to claim */
+        if (!atomic_compare_exchange_weak(&nnf_pool.claims, &seen, seen - 1))
+            continue;                   /* `seen` now holds the current value */
+        /* Our claim keeps the task alive: it cannot end before this item is done. */
+        const nnf_task_t *t = nnf_pool.task;
+        ptrdiff_t total = t->phase_end[t->n_phases - 1];
+        ptrdiff_t i = total - (ptrdiff_t)(uint32_t)seen;
+        while (t->phase_end[phase] <= i)
+            phase++;
+        ptrdiff_t first = phase > 0 ? t->phase_end[phase - 1] : 0;
+        nnf_wait_done(first);           /* every item of the earlier phases is done */
+        t->fn(t->ctx, phase, i - first, tid);
+        atomic_fetch_add(&nnf_pool.done, 1);
+        seen = atomic_load(&nnf_pool.claims);
+    }
 }
 
 static void *nnf_worker(void *arg)
@@ -101,9 +158,8 @@ static void *nnf_worker(void *arg)
             }
         }
         seen = g;
-        if (tid < nnf_pool.nthreads)
-            nnf_pool.fn(nnf_pool.ctx, tid, nnf_pool.nthreads);
-        atomic_fetch_sub(&nnf_pool.pending, 1);
+        if (tid < atomic_load(&nnf_pool.nthreads))
+            nnf_work((uint32_t)g, tid);
     }
     return NULL;
 }
@@ -116,7 +172,6 @@ static void nnf_pool_after_fork(void)
     pthread_mutex_init(&nnf_team_mu, NULL);
     nnf_pool.started = 0;
     atomic_store(&nnf_pool.sleeping, 0);
-    atomic_store(&nnf_pool.pending, 0);
 }
 
 /* Start workers so that nthreads - 1 exist. Returns the number of threads a task can
@@ -145,72 +200,57 @@ static int nnf_pool_reserve(int nthreads)
     return nnf_pool.started + 1 < nthreads ? nnf_pool.started + 1 : nthreads;
 }
 
-/* Run fn(ctx, tid, nthreads) on the caller (tid 0) and nthreads - 1 workers; return when
- * all are done. nthreads must not exceed what nnf_pool_reserve returned; nnf_team_mu is
- * held. */
-static void nnf_parallel(nnf_task_fn fn, void *ctx, int nthreads)
+/* Run the task on the caller (tid 0) and nthreads - 1 workers; return when every item
+ * is done (a worker that has not woken up by then claims nothing). nthreads must not
+ * exceed what nnf_pool_reserve returned; nnf_team_mu is held. */
+static void nnf_parallel(const nnf_task_t *task, int nthreads)
 {
-    if (nthreads <= 1 || nnf_pool.started == 0) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    nnf_pool.fn = fn;
-    nnf_pool.ctx = ctx;
-    nnf_pool.nthreads = nthreads;
-    atomic_store(&nnf_pool.bar_count, 0);
-    atomic_store(&nnf_pool.pending, nnf_pool.started);
-    atomic_fetch_add(&nnf_pool.gen, 1);                 /* seq_cst: before the load below */
+    ptrdiff_t total = task->phase_end[task->n_phases - 1];
+    unsigned long g = atomic_load(&nnf_pool.gen) + 1;
+    nnf_pool.task = task;
+    atomic_store(&nnf_pool.nthreads, nthreads);
+    atomic_store(&nnf_pool.done, 0);
+    atomic_store(&nnf_pool.claims, (unsigned long long)(uint32_t)g << 32 | (uint32_t)total);
+    atomic_store(&nnf_pool.gen, g);                     /* seq_cst: before the load below */
     if (atomic_load(&nnf_pool.sleeping) > 0) {
         pthread_mutex_lock(&nnf_pool.mu);
         pthread_cond_broadcast(&nnf_pool.cv);
         pthread_mutex_unlock(&nnf_pool.mu);
     }
-    fn(ctx, 0, nthreads);
-    int spins = 0;
-    while (atomic_load(&nnf_pool.pending) > 0) {
-        NNF_PAUSE();
-        if (++spins > NNF_SPINS_BEFORE_YIELD)
-            sched_yield();              /* a worker was descheduled: let it run */
-    }
+    nnf_work((uint32_t)g, 0);
+    nnf_wait_done(total);
 }
 
-/* Run fn on a team of up to `want` threads (the caller included), with denormals
+/* The task's items in order on the calling thread alone. */
+static void nnf_run_alone(const nnf_task_t *task)
+{
+    ptrdiff_t i = 0;
+    for (int p = 0; p < task->n_phases; p++)
+        for (ptrdiff_t first = i; i < task->phase_end[p]; i++)
+            task->fn(task->ctx, p, i - first, 0);
+}
+
+/* Run the task on a team of up to `want` threads (the caller included), with denormals
  * flushed, and return the team size it ran on: 1 when want <= 1 (no team needed: runs at
  * once, beside other callers), else the team is held for the task, so a concurrent
- * caller waits for it. Call without the GIL. */
-static int nnf_team_run(nnf_task_fn fn, void *ctx, int want)
+ * caller waits for it. A task has fewer than 2^32 items. Call without the GIL. */
+static int nnf_team_run(const nnf_task_t *task, int want)
 {
     unsigned mode = nnf_flush_denormals();
     int used = 1;
-    if (want <= 1) {
-        fn(ctx, 0, 1);
+    if (want <= 1 || task->phase_end[task->n_phases - 1] <= 1) {
+        nnf_run_alone(task);
     } else {
         pthread_mutex_lock(&nnf_team_mu);
         used = nnf_pool_reserve(want);
-        nnf_parallel(fn, ctx, used);
+        if (used > 1)
+            nnf_parallel(task, used);
+        else
+            nnf_run_alone(task);
         pthread_mutex_unlock(&nnf_team_mu);
     }
     nnf_restore_denormals(mode);
     return used;
-}
-
-/* All nthreads threads of the current task meet here (sense-reversing spin barrier). */
-static void nnf_barrier(int nthreads)
-{
-    if (nthreads <= 1)
-        return;
-    unsigned sense = atomic_load(&nnf_pool.bar_sense);
-    if (atomic_fetch_add(&nnf_pool.bar_count, 1) == nthreads - 1) {
-        atomic_store(&nnf_pool.bar_count, 0);
-        atomic_store(&nnf_pool.bar_sense, sense ^ 1u);
-    } else {
-        int spins = 0;
-        while (atomic_load(&nnf_pool.bar_sense) == sense) {
-            NNF_PAUSE();
-            if (++spins > NNF_SPINS_BEFORE_YIELD)
-                sched_yield();          /* another thread of the team lost its core */
-        }
-    }
 }
 
 /* [*begin, *end) of n items for thread tid of nthreads, in blocks of `align` items

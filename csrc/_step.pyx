@@ -41,15 +41,18 @@ size and dtype with the parameters'. The array objects are kept alive by these o
 and the network never rebinds its views. Indices are checked against the bound data on
 every step (n comparisons).
 
-The per-thread work is `_run`, a short driver over per-layer helpers that follow
+A step is a plan of stages (`TrainStep._plan`: gather, each layer forward, the loss,
+each layer backward), each cut into blocks, and `_step_item` runs one block of one
+stage, on whichever thread of the team claimed it (csrc/_pool.h). It is a short driver
+over per-layer helpers that follow
 nnfast.reference.ReferenceNetwork._backprop: `_gather_batch`, `_forward_layer` (a block
 of rows x columns of one layer's output: the split by rows and the split by columns are
 the same call with other ranges), `_output_gradient`, `_backward_weights` (a block of a
 layer's input units: dW rows, dX columns), `_backward_bias` (a block of its output
 units: db) and `_update_rows` / `_update_bias`. The work split (the grid's blocks, see
-_n_blocks) and every barrier are in `_run`, and so are the profiling marks between
+_n_blocks) is in `_plan` and `_step_item`, and so are the profiling marks between
 helpers; a helper that spans two phases (a product and its activation)
-marks the boundary on the clock `_run` passes it (NULL: not profiling).
+marks the boundary on the clock `_step_item` passes it (NULL: not profiling).
 
 Sparse input (bind_csr): the training data is a CSR matrix (data, indices, indptr). The
 first layer then never sees a dense batch: its forward pass reads the batch's rows
@@ -76,10 +79,14 @@ from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _g
 from _ops cimport AdamCoefs, _adam_coefs, _adam, _sgd
 
 cdef extern from "_pool.h" nogil:
-    ctypedef void (*nnf_task_fn)(void *ctx, int tid, int nthreads) noexcept nogil
+    ctypedef void (*nnf_item_fn)(void *ctx, int phase, Py_ssize_t item, int tid) noexcept nogil
+    ctypedef struct nnf_task_t:
+        nnf_item_fn fn
+        void *ctx
+        int n_phases
+        const Py_ssize_t *phase_end
     int NNF_MAX_THREADS
-    int nnf_team_run(nnf_task_fn fn, void *ctx, int want)
-    void nnf_barrier(int nthreads)
+    int nnf_team_run(const nnf_task_t *task, int want)
     void nnf_part(Py_ssize_t n, int tid, int nthreads, Py_ssize_t align, Py_ssize_t *begin,
                   Py_ssize_t *end)
 
@@ -107,14 +114,14 @@ cdef enum:
 
 # The work grid. Every phase of a step is cut into blocks whose number and bounds depend
 # on the shapes and on the process's CPU count at import (_grid_cpus) only, never on the
-# team size: a team of T threads deals the same blocks out (thread tid takes a contiguous
-# run of them), and one thread runs them all in the same calls. So every matrix product is the same BLAS call,
-# with the same shape, for any T, and the results are the same bits: BLAS kernels pick
+# team size: the threads of a team claim the same blocks one by one (csrc/_pool.h), and
+# one thread runs them all in the same calls. So every matrix product is the same BLAS
+# call, with the same shape, for any team, and the results are the same bits: BLAS kernels pick
 # their summation order by shape, so a split that followed T changed the last bits (1 vs
 # 2 threads differed by 3e-8 on [100, 96, 48, 10], batch 32). The loss is summed in blocks
 # of LOSS_ROWS rows, in block order.
 # GRAIN: the least work of a block, in flops. A block runs ~10-20 us on one core, so that
-# the team's wake-up and barriers (~1-3 us each) stay small beside it; smaller phases run
+# the team's wake-up and waits between phases (~1-3 us each) stay small beside it; smaller phases run
 # as one block, and a step whose phases all do is run by the caller alone, without the
 # team (measured: [16,32,3] batch 16 took 3.8 us on one thread, 8.8 us on two).
 cdef enum:
@@ -169,7 +176,7 @@ cdef inline bint _forward_by_rows(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
     return (c.sparse and l == 0) or n >= 2 * m
 
 
-# The blocks of each phase of layer l (k inputs, m outputs, a batch of n), for _run and
+# The blocks of each phase of layer l (k inputs, m outputs, a batch of n), for _plan and
 # for the team size a step can use (_blocks_at_most): one definition for both.
 
 cdef inline Py_ssize_t _forward_blocks(const StepCall *c, Py_ssize_t l, Py_ssize_t n,
@@ -200,12 +207,6 @@ cdef inline void _block(Py_ssize_t units, Py_ssize_t j, Py_ssize_t blocks, Py_ss
                         Py_ssize_t *begin, Py_ssize_t *end) noexcept nogil:
     """[begin, end) of block j of `blocks` over `units`, cut at multiples of align."""
     nnf_part(units, <int>j, <int>blocks, align, begin, end)
-
-
-cdef inline void _my_blocks(Py_ssize_t blocks, int tid, int T, Py_ssize_t *j0,
-                            Py_ssize_t *j1) noexcept nogil:
-    """Thread tid's run [j0, j1) of a phase's blocks."""
-    nnf_part(blocks, tid, T, 1, j0, j1)
 
 
 cdef struct Update:
@@ -363,7 +364,10 @@ cdef class TrainStep:
     cdef readonly bint has_dropout
     cdef unsigned long long dropout_seed
     cdef double *loss_block                 # the loss of each LOSS_ROWS rows of a batch
-    cdef Py_ssize_t correct_part[64]        # NNF_MAX_THREADS
+    cdef Py_ssize_t *correct_block          # ... and their correct predictions
+    cdef Stage *plan                        # a step's stages (2 L + 3 at most, _plan)
+    cdef Py_ssize_t *plan_end               # their items, cumulative
+    cdef long long clock0                   # profiling: the caller's clock during a step
 
     def __cinit__(self):
         self.profile = False
@@ -384,10 +388,16 @@ cdef class TrainStep:
         self.x_sparse = self.x_idx64 = False
         self.rw = NULL
         self.loss_block = NULL
+        self.correct_block = NULL
+        self.plan = NULL
+        self.plan_end = NULL
 
     def __dealloc__(self):
         free(self.rw)
         free(self.loss_block)
+        free(self.correct_block)
+        free(self.plan)
+        free(self.plan_end)
         free(self.sizes)
         free(self.a)
         free(self.d)
@@ -432,7 +442,12 @@ cdef class TrainStep:
         self.keys = <unsigned long long *>malloc(L * sizeof(unsigned long long))
         self.rw = malloc(max(self.rows, 1) * self.dtype.itemsize)
         self.loss_block = <double *>malloc((self.rows // LOSS_ROWS + 1) * sizeof(double))
-        if (self.loss_block == NULL or self.g == NULL or self.rw == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
+        self.correct_block = <Py_ssize_t *>malloc((self.rows // LOSS_ROWS + 1)
+                                                  * sizeof(Py_ssize_t))
+        self.plan = <Stage *>malloc((2 * L + 3) * sizeof(Stage))
+        self.plan_end = <Py_ssize_t *>malloc((2 * L + 3) * sizeof(Py_ssize_t))
+        if (self.correct_block == NULL or self.plan == NULL or self.plan_end == NULL
+                or self.loss_block == NULL or self.g == NULL or self.rw == NULL or self.drop == NULL or self.dscale == NULL or self.keys == NULL
                 or self.sizes == NULL or self.codes == NULL or self.a == NULL or self.d == NULL
                 or self.w == NULL or self.b == NULL or self.dw == NULL or self.db == NULL):
             raise MemoryError()
@@ -682,12 +697,17 @@ cdef class TrainStep:
         cdef UpdateCall call
         call.s = <void *>self
         rule._at(t, &call.u)
-        cdef int want = <int>min(threads, _n_blocks(self.n_params, 1, 8.0 * self.n_params))
+        call.parts = <int>min(threads, _n_blocks(self.n_params, 1, 8.0 * self.n_params))
+        cdef Py_ssize_t items = call.parts
+        cdef nnf_task_t task
+        task.fn = _update_item_f64 if self.is_double else _update_item_f32
+        task.ctx = &call
+        task.n_phases = 1
+        task.phase_end = &items
+        if self.profile:
+            self.clock0 = _now()
         with nogil:
-            if self.is_double:
-                nnf_team_run(_update_task_f64, &call, want)
-            else:
-                nnf_team_run(_update_task_f32, &call, want)
+            nnf_team_run(&task, call.parts)
 
     cdef tuple _call(self, str name, const Py_ssize_t *idx, Py_ssize_t n, double grad_div,
                      unsigned long long dropout_step, int threads, UpdateRule rule,
@@ -726,16 +746,21 @@ cdef class TrainStep:
             call.u.kind = OPT_NONE
         else:
             rule._at(t, &call.u)
-        cdef int want = <int>min(threads, self._blocks_at_most(&call), 64), team
+        call.loss_blocks = (n + LOSS_ROWS - 1) // LOSS_ROWS
+        cdef int want = <int>min(threads, self._blocks_at_most(&call), NNF_MAX_THREADS)
+        cdef nnf_task_t task
+        task.fn = _step_item_f64 if self.is_double else _step_item_f32
+        task.ctx = &call
+        task.n_phases = self._plan(&call, want)
+        task.phase_end = self.plan_end
+        if self.profile:
+            self.clock0 = _now()
         with nogil:
-            if self.is_double:
-                team = nnf_team_run(_step_task_f64, &call, want)
-            else:
-                team = nnf_team_run(_step_task_f32, &call, want)
+            nnf_team_run(&task, want)
         cdef Py_ssize_t correct = 0
-        for i in range(team):
-            correct += self.correct_part[i]
-        return _sum(self.loss_block, (n + LOSS_ROWS - 1) // LOSS_ROWS), correct
+        for i in range(call.loss_blocks):
+            correct += self.correct_block[i]
+        return _sum(self.loss_block, call.loss_blocks), correct
 
     def useful_threads(self, Py_ssize_t n):
         """The most threads a step on a batch of n rows of the bound data can use: the
@@ -747,6 +772,31 @@ cdef class TrainStep:
         call.sparse = self.x_sparse
         call.n = n
         return self._blocks_at_most(&call)
+
+    cdef int _plan(self, const StepCall *c, int want):
+        """Fill self.plan with the stages of a step on c's batch for a team of up to
+        `want` (self.plan_end: their items, cumulative); returns their number. Each
+        stage is a phase of the team's task: its items start once all earlier ones are
+        done. The gather and the loss are cut by `want` (copies, and losses kept per
+        LOSS_ROWS rows: the bits do not depend on it), every other stage by the grid."""
+        cdef Py_ssize_t l, k, m, n = c.n, L = self.n_layers
+        cdef Py_ssize_t align = 64 // self.dtype.itemsize
+        cdef int count = 0
+        count = _add_stage(self, count, STAGE_GATHER, 0, min(want, n), 0)
+        for l in range(L):
+            k, m = self.sizes[l], self.sizes[l + 1]
+            count = _add_stage(self, count, STAGE_FORWARD, l,
+                               _forward_blocks(c, l, n, k, m, align), 0)
+        count = _add_stage(self, count, STAGE_LOSS, L, min(want, c.loss_blocks), 0)
+        for l in range(L - 1, -1, -1):
+            k, m = self.sizes[l], self.sizes[l + 1]
+            count = _add_stage(self, count, STAGE_BACKWARD, l,
+                               0 if c.sparse and l == 0 else _input_blocks(l, n, k, m, align),
+                               _output_blocks(c, l, n, k, m, align))
+        if c.sparse and c.u.kind != OPT_NONE:
+            count = _add_stage(self, count, STAGE_W0_UPDATE, 0,
+                               _input_blocks(0, n, self.sizes[0], self.sizes[1], align), 0)
+        return count
 
     cdef Py_ssize_t _blocks_at_most(self, const StepCall *c):
         """The most blocks of any phase of this step: more threads would only wait."""
@@ -772,29 +822,58 @@ cdef struct StepCall:
     Py_ssize_t n
     double grad_div             # the gradient of this step is a sum / grad_div
     Update u                    # kind OPT_NONE: gradients only
+    Py_ssize_t loss_blocks      # of LOSS_ROWS rows: ceil(n / LOSS_ROWS)
 
 
 cdef struct UpdateCall:
     void *s                     # the TrainStep (borrowed: alive for the call)
     Update u
+    int parts                   # ranges of the flat buffer (the task's items)
 
 
-cdef void _step_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
-    _run[float](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, tid, nthreads, 0)
+# The stages of a step (TrainStep._plan), in this order, each one phase of the task:
+cdef enum:
+    STAGE_GATHER = 0            # `blocks` runs of the batch's rows (sparse: and of dW0's)
+    STAGE_FORWARD = 1           # layer l's forward blocks (_forward_blocks)
+    STAGE_LOSS = 2              # `blocks` runs of the loss's LOSS_ROWS-row blocks
+    STAGE_BACKWARD = 3          # layer l's input-unit blocks, then its `more` output ones
+    STAGE_W0_UPDATE = 4         # sparse input: W0's update by its input-unit blocks
 
 
-cdef void _step_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
-    _run[double](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, tid, nthreads, 0)
+cdef struct Stage:
+    int kind                    # STAGE_*
+    Py_ssize_t layer
+    Py_ssize_t blocks
+    Py_ssize_t more             # STAGE_BACKWARD: the output-unit blocks after `blocks`
 
 
-cdef void _update_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
-    _update_flat[float](<TrainStep>(<UpdateCall *>ctx).s, &(<UpdateCall *>ctx).u, tid,
-                        nthreads, 0)
+cdef int _add_stage(TrainStep s, int count, int kind, Py_ssize_t layer, Py_ssize_t blocks,
+                    Py_ssize_t more) noexcept:
+    """Append a stage of blocks + more items to s.plan; returns the new count."""
+    s.plan[count].kind = kind
+    s.plan[count].layer = layer
+    s.plan[count].blocks = blocks
+    s.plan[count].more = more
+    s.plan_end[count] = (s.plan_end[count - 1] if count > 0 else 0) + blocks + more
+    return count + 1
 
 
-cdef void _update_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
-    _update_flat[double](<TrainStep>(<UpdateCall *>ctx).s, &(<UpdateCall *>ctx).u, tid,
-                         nthreads, 0)
+cdef void _step_item_f32(void *ctx, int stage, Py_ssize_t j, int tid) noexcept nogil:
+    _step_item[float](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, stage, j, tid, 0)
+
+
+cdef void _step_item_f64(void *ctx, int stage, Py_ssize_t j, int tid) noexcept nogil:
+    _step_item[double](<TrainStep>(<StepCall *>ctx).s, <StepCall *>ctx, stage, j, tid, 0)
+
+
+cdef void _update_item_f32(void *ctx, int phase, Py_ssize_t j, int tid) noexcept nogil:
+    cdef UpdateCall *c = <UpdateCall *>ctx
+    _update_flat[float](<TrainStep>c.s, &c.u, j, c.parts, tid, 0)
+
+
+cdef void _update_item_f64(void *ctx, int phase, Py_ssize_t j, int tid) noexcept nogil:
+    cdef UpdateCall *c = <UpdateCall *>ctx
+    _update_flat[double](<TrainStep>c.s, &c.u, j, c.parts, tid, 0)
 
 
 # ---------------------------------------------------------------- one thread's share
@@ -815,99 +894,74 @@ cdef inline void _mark(TrainStep s, int phase, long long *clock) noexcept nogil:
         clock[0] = now
 
 
-cdef void _run(TrainStep s, const StepCall *c, int tid, int T, floating kind) noexcept nogil:
-    """Thread tid's share of a step on a team of T (T = 1: the whole step): gather,
+cdef void _step_item(TrainStep s, const StepCall *c, int stage, Py_ssize_t j, int tid,
+                     floating kind) noexcept nogil:
+    """Item j of stage `stage` of a step (s.plan, built by TrainStep._plan): gather,
     forward, loss gradient, backward and, with an update, each layer's update once its
-    gradients and dX are done. Leaves the loss of each LOSS_ROWS rows in s.loss_block
-    and this thread's correct count in s.correct_part[tid]. When the batch's loss is not
-    finite and there is an update, nothing after the loss runs: the parameters stay those
-    of the previous step (the caller reports the divergence).
+    gradients and dX are done. The team runs a stage's items only once every earlier
+    stage is done, on any thread (tid is for profiling: thread 0 marks the clock). The
+    loss and correct count of each LOSS_ROWS rows go to s.loss_block and
+    s.correct_block. When the batch's loss is not finite and there is an update, nothing
+    after the loss runs: the parameters stay those of the previous step (the caller
+    reports the divergence).
 
-    Work split: the gather by rows over the threads (copies only). Every other phase in
-    the blocks of the grid (_n_blocks: a function of the shapes, not of T), each thread
-    taking its run of them: the forward product + bias/activation of a layer by rows of
-    the batch or by output columns (_forward_by_rows); the loss in blocks of LOSS_ROWS
-    rows; a layer's dW by its input units (a slab of W's rows) together with dX (the same
-    columns of d[l]) and the update of those rows of W, which only that block read for
-    dX; db and the bias update by output units. A barrier wherever a phase needs what
-    other threads wrote: after the gather, before each forward layer after the first,
-    before and after the loss, after each backward layer.
-    Sparse input (c.sparse): no gather of X; dW0 is zeroed first (rows of W0); layer 0's
-    forward pass is cut by rows of the batch; its dW by output units (the blocks of db),
-    with a barrier before W0's update, by its row blocks.
+    Blocks: the forward product + bias/activation of a layer by rows of the batch or by
+    output columns (_forward_by_rows); a layer's backward by its input units (a slab of
+    dW's rows, with the same columns of dX = d[l] and the update of those rows of W, which
+    only that block read for dX), then by its output units (db and the bias update).
+    Sparse input (c.sparse): no gather of X, but the gather zeroes dW0 (by rows); layer
+    0's forward pass is cut by rows of the batch; its dW by output units (with db), and
+    W0's update is a stage of its own after it.
     """
-    cdef Py_ssize_t L = s.n_layers, n = c.n, l, j, j0, j1, b0, b1, k, m, blocks, i_blocks
-    cdef Py_ssize_t *sz = s.sizes
+    cdef const Stage *st = &s.plan[stage]
+    cdef Py_ssize_t n = c.n, l = st.layer, b0, b1, q, q0, q1, correct
+    cdef Py_ssize_t k = s.sizes[l], m = s.sizes[l + 1] if l < s.n_layers else 0
     cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
-    cdef Py_ssize_t correct = 0
     cdef bint update = c.u.kind != OPT_NONE
-    cdef bint by_rows
-    cdef long long t0 = 0
-    cdef long long *clock = NULL                     # profiling: thread 0's clock
-    if s.profile and tid == 0:
-        t0 = _now()
-        clock = &t0
-    nnf_part(n, tid, T, 1, &b0, &b1)                 # this thread's rows of the gather
-    if c.sparse:                           # dW0 is a scatter-add: it starts from zero
-        nnf_part(sz[0], tid, T, align, &j0, &j1)
-        if j1 > j0:
-            memset(<floating *>s.dw[0] + j0 * sz[1], 0, (j1 - j0) * sz[1] * sizeof(floating))
-    _gather_batch(s, c, b0, b1, kind)
-    _mark(s, P_GATHER, clock)
-    for l in range(L):                                  # a[l+1] = act(a[l] @ w[l] + b[l])
-        k, m = sz[l], sz[l + 1]
-        by_rows = _forward_by_rows(c, l, n, m)
-        blocks = _forward_blocks(c, l, n, k, m, align)
-        nnf_barrier(T)                                  # all of a[l] is there
-        _my_blocks(blocks, tid, T, &j0, &j1)
-        for j in range(j0, j1):
-            if by_rows:
-                _block(n, j, blocks, 1, &b0, &b1)
-                _forward_layer(s, c, l, b0, b1, 0, m, clock, kind)
-            else:
-                _block(m, j, blocks, align, &b0, &b1)
-                _forward_layer(s, c, l, 0, n, b0, b1, clock, kind)
-            _mark(s, P_BIAS_ACT, clock)
-    nnf_barrier(T)                                      # the loss needs whole rows
-    blocks = (n + LOSS_ROWS - 1) // LOSS_ROWS
-    _my_blocks(blocks, tid, T, &j0, &j1)
-    for j in range(j0, j1):
-        s.loss_block[j] = _output_gradient(s, c, j * LOSS_ROWS, min(n, (j + 1) * LOSS_ROWS),
-                                           &correct, kind)
-    s.correct_part[tid] = correct
-    nnf_barrier(T)
-    _mark(s, P_LOSS, clock)
-    if update and not isfinite(_sum(s.loss_block, blocks)):
-        return             # diverged: every thread skips the backward pass and the update
-    for l in range(L - 1, -1, -1):
-        k, m = sz[l], sz[l + 1]
-        i_blocks = _input_blocks(l, n, k, m, align)
-        if not (c.sparse and l == 0):
-            _my_blocks(i_blocks, tid, T, &j0, &j1)
-            for j in range(j0, j1):                     # dW rows, dX columns, W's update
-                _block(k, j, i_blocks, align, &b0, &b1)
-                _backward_weights(s, c, l, b0, b1, clock, kind)
-                if update:
-                    _update_rows(s, &c.u, l, b0, b1, kind)
-                    _mark(s, P_OPT, clock)
-        blocks = _output_blocks(c, l, n, k, m, align)
-        _my_blocks(blocks, tid, T, &j0, &j1)
-        for j in range(j0, j1):                         # db (sparse layer 0: and dW0) columns
-            _block(m, j, blocks, align, &b0, &b1)
-            _backward_bias(s, c, l, b0, b1, clock, kind)
-            if update:
-                _update_bias(s, &c.u, l, b0, b1, kind)
-                _mark(s, P_OPT, clock)
-        if c.sparse and l == 0 and update:
-            nnf_barrier(T)                    # all columns of dW0 before W0's update
-            _my_blocks(i_blocks, tid, T, &j0, &j1)
-            for j in range(j0, j1):
-                _block(k, j, i_blocks, align, &b0, &b1)
-                _update_rows(s, &c.u, 0, b0, b1, kind)
+    cdef long long *clock = &s.clock0 if s.profile and tid == 0 else NULL
+    if st.kind == STAGE_GATHER:
+        if c.sparse:                       # dW0 is a scatter-add: it starts from zero
+            nnf_part(s.sizes[0], <int>j, <int>st.blocks, align, &b0, &b1)
+            if b1 > b0:
+                memset(<floating *>s.dw[0] + b0 * s.sizes[1], 0,
+                       (b1 - b0) * s.sizes[1] * sizeof(floating))
+        nnf_part(n, <int>j, <int>st.blocks, 1, &b0, &b1)
+        _gather_batch(s, c, b0, b1, kind)
+        _mark(s, P_GATHER, clock)
+    elif st.kind == STAGE_FORWARD:                      # a[l+1] = act(a[l] @ w[l] + b[l])
+        if _forward_by_rows(c, l, n, m):
+            _block(n, j, st.blocks, 1, &b0, &b1)
+            _forward_layer(s, c, l, b0, b1, 0, m, clock, kind)
+        else:
+            _block(m, j, st.blocks, align, &b0, &b1)
+            _forward_layer(s, c, l, 0, n, b0, b1, clock, kind)
+        _mark(s, P_BIAS_ACT, clock)
+    elif st.kind == STAGE_LOSS:
+        nnf_part(c.loss_blocks, <int>j, <int>st.blocks, 1, &q0, &q1)
+        for q in range(q0, q1):
+            correct = 0
+            s.loss_block[q] = _output_gradient(s, c, q * LOSS_ROWS,
+                                               min(n, (q + 1) * LOSS_ROWS), &correct, kind)
+            s.correct_block[q] = correct
+        _mark(s, P_LOSS, clock)
+    elif update and not isfinite(_sum(s.loss_block, <int>c.loss_blocks)):
+        return             # diverged: every item skips the backward pass and the update
+    elif st.kind == STAGE_BACKWARD and j < st.blocks:   # dW rows, dX columns, W's update
+        _block(k, j, st.blocks, align, &b0, &b1)
+        _backward_weights(s, c, l, b0, b1, clock, kind)
+        if update:
+            _update_rows(s, &c.u, l, b0, b1, kind)
             _mark(s, P_OPT, clock)
-        if l > 0:
-            nnf_barrier(T)                             # d[l] complete for layer l - 1
-            _mark(s, P_ACT_BWD, clock)
+    elif st.kind == STAGE_BACKWARD:                     # db (sparse layer 0: and dW0) columns
+        _block(m, j - st.blocks, st.more, align, &b0, &b1)
+        _backward_bias(s, c, l, b0, b1, clock, kind)
+        if update:
+            _update_bias(s, &c.u, l, b0, b1, kind)
+            _mark(s, P_OPT, clock)
+    elif st.kind == STAGE_W0_UPDATE:                    # all columns of dW0 are there
+        _block(k, j, st.blocks, align, &b0, &b1)
+        _update_rows(s, &c.u, 0, b0, b1, kind)
+        _mark(s, P_OPT, clock)
 
 
 cdef inline void _gather_batch(TrainStep s, const StepCall *c, Py_ssize_t r0, Py_ssize_t r1,
@@ -1036,19 +1090,16 @@ cdef inline void _update_bias(TrainStep s, const Update *u, Py_ssize_t l, Py_ssi
         _update(s, u, <floating *>s.b[l] + c0, c1 - c0, False)
 
 
-cdef void _update_flat(TrainStep s, const Update *u, int tid, int T,
+cdef void _update_flat(TrainStep s, const Update *u, Py_ssize_t j, int parts, int tid,
                        floating kind) noexcept nogil:
-    """Thread tid's range of the update over the whole flat buffer: ranges of whole cache
-    lines of the parameters (by address), the weights [0, n_decay) decayed."""
+    """Range j of `parts` of the update over the whole flat buffer: ranges of whole cache
+    lines of the parameters (by address), the weights [0, n_decay) decayed. tid: the
+    thread running it (0 marks the profile's clock)."""
     cdef Py_ssize_t align = 64 // sizeof(floating), begin, end, k = s.n_decay
     cdef Py_ssize_t lead = (<size_t>s.p0 % 64) // sizeof(floating)   # entries before p0
     cdef floating *p = <floating *>s.p0
-    cdef long long t0 = 0
-    cdef long long *clock = NULL                     # profiling: thread 0's clock
-    if s.profile and tid == 0:
-        t0 = _now()
-        clock = &t0
-    nnf_part(s.n_params + lead, tid, T, align, &begin, &end)
+    cdef long long *clock = &s.clock0 if s.profile and tid == 0 else NULL
+    nnf_part(s.n_params + lead, <int>j, parts, align, &begin, &end)
     begin = max(begin - lead, 0)
     end = max(end - lead, 0)
     if begin < end and begin < k:
@@ -1142,8 +1193,8 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
     """outs[l] := act_l(a_l @ coefs[l] + intercepts[l]) for each layer l, with a_0 = x
     and a_l = outs[l - 1], act_l = codes[l] (an ACT_* code; softmax along rows), on a
     team of up to `threads`: the rows are cut into blocks of the grid (by the work, never
-    by the team size, so a row's values do not depend on it), each thread taking its run
-    of blocks through all the layers (no barrier between layers), calling
+    by the team size, so a row's values do not depend on it), each block claimed by a
+    thread of the team and run through all the layers (no wait between layers), calling
     single-threaded BLAS. All arrays C-contiguous,
     of one float dtype; outs must not overlap x (checked), the parameters or each other
     (the network's own buffers)."""
@@ -1209,29 +1260,22 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
         flops += 2.0 * n * sizes[l] * sizes[l + 1]
     call.blocks = _n_blocks(n, PREDICT_ROWS, flops)
     cdef int want = <int>min(threads, call.blocks)
-    cdef bint is_double = dtype == np.float64
+    cdef nnf_task_t task
+    task.fn = _forward_item_f64 if dtype == np.float64 else _forward_item_f32
+    task.ctx = &call
+    task.n_phases = 1
+    task.phase_end = &call.blocks
     with nogil:
-        if is_double:
-            nnf_team_run(_forward_task_f64, &call, want)
-        else:
-            nnf_team_run(_forward_task_f32, &call, want)
+        nnf_team_run(&task, want)
     free(sizes); free(acts); free(ptrs)
 
 
-cdef void _forward_task_f32(void *ctx, int tid, int nthreads) noexcept nogil:
-    _forward_rows[float](<ForwardCall *>ctx, tid, nthreads, 0)
+cdef void _forward_item_f32(void *ctx, int phase, Py_ssize_t j, int tid) noexcept nogil:
+    _forward_block[float](<ForwardCall *>ctx, j, 0)
 
 
-cdef void _forward_task_f64(void *ctx, int tid, int nthreads) noexcept nogil:
-    _forward_rows[double](<ForwardCall *>ctx, tid, nthreads, 0)
-
-
-cdef void _forward_rows(const ForwardCall *c, int tid, int T, floating kind) noexcept nogil:
-    """Thread tid's blocks of rows through every layer."""
-    cdef Py_ssize_t j, j0, j1
-    _my_blocks(c.blocks, tid, T, &j0, &j1)
-    for j in range(j0, j1):
-        _forward_block[floating](c, j, kind)
+cdef void _forward_item_f64(void *ctx, int phase, Py_ssize_t j, int tid) noexcept nogil:
+    _forward_block[double](<ForwardCall *>ctx, j, 0)
 
 
 cdef inline void _forward_block(const ForwardCall *c, Py_ssize_t j, floating kind) noexcept nogil:

@@ -131,10 +131,11 @@ class TeamChooser:
     process is dropped after a few slow steps, and taken back soon after the core
     returns. This is safe because a step's results are the same bits for any team size.
 
-    Why: with one core taken by another process, a 2-thread team waits at every barrier
-    for the thread that lost its core: 784-256-128-10 at batch 128 then took 3.0 ms a step
-    against 1.6 ms on one thread, while on a quiet machine 2 threads take 1.1 ms. No
-    static rule sees that; a measurement does, at the cost of the probes (2% of steps).
+    Why: with one core taken by another process, a 2-thread team keeps waiting for the
+    blocks of the thread that lost its core: 784-256-128-10 at batch 128 then took 2.2
+    ms a step against 1.6 ms on one thread (3.0 ms when each thread had a fixed share),
+    while on a quiet machine 2 threads take 1.1 ms. No static rule sees that; a
+    measurement does, at the cost of the probes (2% of steps).
     """
 
     PROBE_EVERY = 200

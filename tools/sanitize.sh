@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Memory safety of the compiled core, two ways:
+# Memory safety of the compiled core, three ways:
 #  1. AddressSanitizer + UndefinedBehaviorSanitizer: build a copy of the tree with
 #     -fsanitize=address,undefined and run the kernel, step and network tests under it.
 #  2. valgrind memcheck of a short training run (the normal build).
-# Usage: tools/sanitize.sh [asan|valgrind|all]   (default all). Needs gcc, valgrind,
+#  3. ThreadSanitizer: the thread team's stress test (tools/pool_stress.c), outside Python.
+# Usage: tools/sanitize.sh [asan|valgrind|tsan|all]   (default all). Needs gcc, valgrind,
 # and the build/test requirements in the active environment (pip install ".[test]").
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +34,13 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
             tests/test_progress.py tests/test_pickle.py tests/test_sample_weight.py \
             tests/test_batch_invariance.py tests/test_sparse.py \
             -k "not subprocess and not larger_than_its_memory_limit")
+fi
+
+if [ "$what" = tsan ] || [ "$what" = all ]; then
+    echo "== ThreadSanitizer: the thread team's stress test"
+    gcc -O1 -g -fsanitize=thread -pthread -I "$here/csrc" "$here/tools/pool_stress.c" \
+        -o "$work/pool_stress"
+    TSAN_OPTIONS=halt_on_error=1:exitcode=66 "$work/pool_stress" 1000 3
 fi
 
 if [ "$what" = valgrind ] || [ "$what" = all ]; then
