@@ -436,3 +436,86 @@ def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
     with nogil:
         gemm_rm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
                 beta, &c[0, 0], n)
+
+
+# ---------------------------------------------------------------- bfloat16 matrix product
+
+cdef extern from "_fpmode.h" nogil:
+    unsigned nnf_flush_denormals()
+    void nnf_restore_denormals(unsigned before)
+
+cdef extern from "_bf16.h" nogil:
+    int NNF_BF16_N_PATHS
+    int nnf_bf16_path_available(int path)
+    int nnf_bf16_best_path()
+    unsigned short nnf_to_bf16(float x)
+    float nnf_from_bf16(unsigned short h)
+    int nnf_bf16_pieces_only
+    void nnf_gemm_bf16(int path, int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N,
+                       Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
+                       const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+
+# The ways csrc/_bf16.h computes a bfloat16 product, by code; all give the same bits.
+BF16_PATHS = ("generic", "fma", "avx512f", "avx512bf16")
+
+
+def bf16_paths():
+    """The paths of the bfloat16 product this CPU runs, slowest first."""
+    return tuple(name for code, name in enumerate(BF16_PATHS) if nnf_bf16_path_available(code))
+
+
+def bf16_best_path():
+    """The path the bfloat16 products use on this CPU (the fastest it runs)."""
+    return BF16_PATHS[nnf_bf16_best_path()]
+
+
+def _bf16_pieces_only(bint on):
+    """Tests: make gemm_bf16 take its stack path (as without scratch memory) or not;
+    returns the previous setting."""
+    global nnf_bf16_pieces_only
+    previous = bool(nnf_bf16_pieces_only)
+    nnf_bf16_pieces_only = on
+    return previous
+
+
+def bf16_round(float[::1] out, const float[::1] x):
+    """out := x rounded to the nearest bfloat16 (ties to even; NaN stays NaN), as float32."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError(f"bf16_round: out has {out.shape[0]} entries, x {n}")
+    with nogil:
+        for i in range(n):
+            out[i] = nnf_from_bf16(nnf_to_bf16(x[i]))
+
+
+def gemm_bf16(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
+              bint trans_a=False, bint trans_b=False, float alpha=1, str path=None):
+    """c := alpha * op(a) @ op(b) with a and b rounded to bfloat16 and float32 sums
+    (csrc/_bf16.h), with denormals flushed as in the training step; op(a) = a.T if
+    trans_a (same for b). `path`: one of bf16_paths() (default: bf16_best_path()).
+    c must not overlap a or b."""
+    cdef int code = nnf_bf16_best_path()
+    if path is not None:
+        if path not in BF16_PATHS:
+            raise ValueError(f"gemm_bf16: path must be one of {BF16_PATHS}, got {path!r}")
+        code = BF16_PATHS.index(path)
+        if not nnf_bf16_path_available(code):
+            raise ValueError(f"gemm_bf16: this CPU does not run the {path!r} path "
+                             f"(it runs {bf16_paths()})")
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError(f"gemm_bf16: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
+                         f"c ({c.shape[0]}, {c.shape[1]})")
+    if m == 0 or n == 0:
+        return
+    cdef unsigned mode
+    with nogil:
+        mode = nnf_flush_denormals()
+        nnf_gemm_bf16(code, trans_a, trans_b, m, n, k, alpha,
+                      &a[0, 0] if a.shape[0] * a.shape[1] else NULL, a.shape[1],
+                      &b[0, 0] if b.shape[0] * b.shape[1] else NULL, b.shape[1],
+                      &c[0, 0], n)
+        nnf_restore_denormals(mode)

@@ -40,27 +40,15 @@
 #define NNF_SPIN_NS 200000          /* 0.2 ms of spinning before a worker sleeps */
 #define NNF_SPINS_BEFORE_YIELD 4096 /* then a waiting thread yields its core each turn */
 
+#include "_fpmode.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define NNF_PAUSE() _mm_pause()
-#define NNF_MXCSR_FTZ_DAZ 0x8040u
-static unsigned nnf_flush_denormals(void)      /* returns the previous mode */
-{
-    unsigned before = _mm_getcsr();
-    _mm_setcsr(before | NNF_MXCSR_FTZ_DAZ);
-    return before;
-}
-static void nnf_restore_denormals(unsigned before) { _mm_setcsr(before); }
 #else
 #define NNF_PAUSE() ((void)0)
-static unsigned nnf_flush_denormals(void) { return 0; }
-static void nnf_restore_denormals(unsigned before) { (void)before; }
 #endif
 
-/* A task is a list of phases run in order, phase p being items [phase_end[p-1],
- * phase_end[p]) of 0..total-1 (phase_end[-1] read as 0). Any thread may run any item:
- * an item of phase p starts once every item of the phases before it is done, so what an
- * item computes, and in which calls, never depends on the thread that runs it. */
 typedef void (*nnf_item_fn)(void *ctx, int phase, ptrdiff_t item, int tid);
 
 typedef struct {

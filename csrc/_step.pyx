@@ -90,6 +90,12 @@ cdef extern from "_pool.h" nogil:
     void nnf_part(Py_ssize_t n, int tid, int nthreads, Py_ssize_t align, Py_ssize_t *begin,
                   Py_ssize_t *end)
 
+cdef extern from "_bf16.h" nogil:
+    int nnf_bf16_path_available(int path)
+    void nnf_gemm_bf16(int path, int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N,
+                       Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
+                       const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+
 import numpy as np
 
 # Phases of a step, for the optional profile (TrainStep.profile = True).
@@ -207,6 +213,30 @@ cdef inline void _block(Py_ssize_t units, Py_ssize_t j, Py_ssize_t blocks, Py_ss
                         Py_ssize_t *begin, Py_ssize_t *end) noexcept nogil:
     """[begin, end) of block j of `blocks` over `units`, cut at multiples of align."""
     nnf_part(units, <int>j, <int>blocks, align, begin, end)
+
+
+cdef inline void _matmul(int path, bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                         Py_ssize_t k, floating alpha, const floating *a, Py_ssize_t lda,
+                         const floating *b, Py_ssize_t ldb, floating *c,
+                         Py_ssize_t ldc) noexcept nogil:
+    """c (m, n) := alpha * op(a) @ op(b): BLAS, or for float32 with a bfloat16 path
+    (path >= 0, csrc/_bf16.h) bfloat16 inputs with float32 sums."""
+    if floating is float:
+        if path >= 0:
+            nnf_gemm_bf16(path, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc)
+            return
+    gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0, c, ldc)
+
+
+def _check_matmul_path(int path, dtype):
+    """A TrainStep's or forward's matmul path: -1 (BLAS) or a bfloat16 path this CPU runs,
+    which needs float32."""
+    if path == -1:
+        return
+    if not nnf_bf16_path_available(path) or path < 0:
+        raise ValueError(f"matmul path {path} is not one this CPU runs")
+    if dtype != np.float32:
+        raise ValueError(f"bfloat16 matrix products need float32, not {dtype}")
 
 
 cdef struct Update:
@@ -368,6 +398,7 @@ cdef class TrainStep:
     cdef Stage *plan                        # a step's stages (2 L + 3 at most, _plan)
     cdef Py_ssize_t *plan_end               # their items, cumulative
     cdef long long clock0                   # profiling: the caller's clock during a step
+    cdef int mm_path                        # -1: BLAS; else a bfloat16 path (_bf16.h)
 
     def __cinit__(self):
         self.profile = False
@@ -388,6 +419,7 @@ cdef class TrainStep:
         self.x_sparse = self.x_idx64 = False
         self.rw = NULL
         self.loss_block = NULL
+        self.mm_path = -1
         self.correct_block = NULL
         self.plan = NULL
         self.plan_end = NULL
@@ -632,6 +664,16 @@ cdef class TrainStep:
         self.n_data = n
         self.dropout_seed = dropout_seed
         self._data = keep
+
+    property matmul_path:
+        """-1: the matrix products are BLAS calls in the step's dtype; else the code of
+        the bfloat16 path (csrc/_bf16.h) they run on (float32 steps only)."""
+        def __get__(self):
+            return self.mm_path
+
+        def __set__(self, int path):
+            _check_matmul_path(path, self.dtype)
+            self.mm_path = path
 
     def timings(self):
         """Seconds spent in each phase (PHASES) while `profile` was on, since the last
@@ -1001,8 +1043,8 @@ cdef inline void _forward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py
         _sparse_forward(c, z, c.idx + r0, r1 - r0, <const floating *>s.w[0], ld,
                         <floating>s.x_scale)
     else:
-        gemm_rm(False, False, r1 - r0, c1 - c0, k, 1, <floating *>s.a[l] + r0 * k, k,
-                <floating *>s.w[l] + c0, ld, 0, z, ld)
+        _matmul(s.mm_path, False, False, r1 - r0, c1 - c0, k, <floating>1,
+                <floating *>s.a[l] + r0 * k, k, <floating *>s.w[l] + c0, ld, z, ld)
     _mark(s, P_GEMM_FWD, clock)
     _bias_act(z, <floating *>s.b[l] + c0, r1 - r0, c1 - c0, ld,
               s.codes[l] if hidden else ACT_LINEAR_)
@@ -1042,12 +1084,12 @@ cdef inline void _backward_weights(TrainStep s, const StepCall *c, Py_ssize_t l,
     cdef floating *dx = <floating *>s.d[l] + i0 if l > 0 else NULL
     if i1 <= i0:
         return
-    gemm_rm(True, False, i1 - i0, m, n, scale, <floating *>s.a[l] + i0, k, dz, m, 0,
+    _matmul(s.mm_path, True, False, i1 - i0, m, n, scale, <floating *>s.a[l] + i0, k, dz, m,
             <floating *>s.dw[l] + i0 * m, m)
     _mark(s, P_GEMM_DW, clock)
     if l > 0:
-        gemm_rm(False, True, n, i1 - i0, m, 1, dz, m, <floating *>s.w[l] + i0 * m, m, 0,
-                dx, k)
+        _matmul(s.mm_path, False, True, n, i1 - i0, m, <floating>1, dz, m,
+                <floating *>s.w[l] + i0 * m, m, dx, k)
         _mark(s, P_GEMM_DX, clock)
         if s.g[l - 1] != NULL:                         # through dropout + activation
             _mul(dx, <floating *>s.g[l - 1] + i0, n, i1 - i0, k)
@@ -1187,15 +1229,18 @@ cdef struct ForwardCall:
     const Py_ssize_t *sizes     # L + 1 layer sizes
     Py_ssize_t L, n
     Py_ssize_t blocks           # of rows (the grid: by the work, not by the team size)
+    int mm_path                 # -1: BLAS; else a bfloat16 path (_bf16.h)
 
 
-def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
+def forward(x, list outs, list coefs, list intercepts, list codes, int threads,
+            int matmul_path=-1):
     """outs[l] := act_l(a_l @ coefs[l] + intercepts[l]) for each layer l, with a_0 = x
     and a_l = outs[l - 1], act_l = codes[l] (an ACT_* code; softmax along rows), on a
     team of up to `threads`: the rows are cut into blocks of the grid (by the work, never
     by the team size, so a row's values do not depend on it), each block claimed by a
     thread of the team and run through all the layers (no wait between layers), calling
-    single-threaded BLAS. All arrays C-contiguous,
+    single-threaded BLAS, or with matmul_path >= 0 (float32 only) the bfloat16 products
+    of csrc/_bf16.h on that path. All arrays C-contiguous,
     of one float dtype; outs must not overlap x (checked), the parameters or each other
     (the network's own buffers)."""
     cdef Py_ssize_t L = len(coefs), l, n
@@ -1231,6 +1276,7 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
     for o in outs:                      # the network's own buffers: only x is the caller's
         if np.may_share_memory(o, x):
             raise ValueError("forward: an output overlaps x")
+    _check_matmul_path(matmul_path, dtype)
     if n == 0:
         return
     cdef ForwardCall call
@@ -1255,6 +1301,7 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads):
     call.sizes = sizes
     call.L = L
     call.n = n
+    call.mm_path = matmul_path
     cdef double flops = 0
     for l in range(L):
         flops += 2.0 * n * sizes[l] * sizes[l + 1]
@@ -1290,6 +1337,6 @@ cdef inline void _forward_block(const ForwardCall *c, Py_ssize_t j, floating kin
         k, m = c.sizes[l], c.sizes[l + 1]
         a = <const floating *>c.x if l == 0 else <const floating *>c.out[l - 1]
         z = <floating *>c.out[l] + r0 * m
-        gemm_rm(False, False, r1 - r0, m, k, 1, a + r0 * k, k, <const floating *>c.w[l], m,
-                0, z, m)
+        _matmul(c.mm_path, False, False, r1 - r0, m, k, <floating>1, a + r0 * k, k,
+                <const floating *>c.w[l], m, z, m)
         _bias_act(z, <const floating *>c.b[l], r1 - r0, m, m, c.codes[l])

@@ -506,6 +506,23 @@ def network_dtype(dtype):
     return dt
 
 
+MATMUL_PRECISIONS = ("float32", "bfloat16")
+
+
+def matmul_precision(precision, dtype):
+    """The matmul precision: "float32" or "bfloat16" (float32 networks only)."""
+    if not isinstance(precision, str):
+        raise TypeError(f"Network: matmul_precision must be one of {MATMUL_PRECISIONS}, "
+                        f"got {precision!r}")
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"Network: matmul_precision must be one of {MATMUL_PRECISIONS}, "
+                         f"got {precision!r}")
+    if precision == "bfloat16" and dtype != np.float32:
+        raise ValueError(f"Network: matmul_precision='bfloat16' needs dtype float32 (its "
+                         f"sums and weights are float32), got dtype {dtype}")
+    return precision
+
+
 def input_scale(scale):
     """The input scale as a finite float > 0."""
     if not (is_number(scale) and math.isfinite(scale) and scale > 0):

@@ -30,3 +30,4 @@ class Workspace:
                               [w for w, _ in views], [b for _, b in views], self.a, self.d,
                               self.y, net._hidden_codes, LOSS_CODE[net.output],
                               dropout=None if self.g is None else net.dropout, masks=self.g)
+        self.step.matmul_path = net._matmul_path()

@@ -2,8 +2,8 @@
 
 Arrays: format ("nnfast-model"), version, checksum (SHA-256 of the arrays below: names,
 dtypes, shapes, bytes), sizes, hidden, output, dtype, params (the flat parameters: all
-weights, then all biases), and, when they differ from the defaults, dropout and
-input_scale. Files are written atomically (nnfast._files); `load` checks the format,
+weights, then all biases), and, when they differ from the defaults, dropout,
+input_scale and matmul_precision. Files are written atomically (nnfast._files); `load` checks the format,
 the version, the checksum and every size against the data before it allocates.
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ def save_network(net: Network, path: str | os.PathLike) -> None:
         arrays["dropout"] = np.array(net.dropout, np.float64)
     if net.input_scale != 1:    # optional too
         arrays["input_scale"] = np.array(net.input_scale, np.float64)
+    if net.matmul_precision != "float32":     # and this: files without it are float32
+        arrays["matmul_precision"] = np.array(net.matmul_precision)
 
     def write(f):
         np.savez(f, format=np.array(FORMAT), version=np.array(FORMAT_VERSION),
@@ -49,7 +51,8 @@ def save_network(net: Network, path: str | os.PathLike) -> None:
 def _checksum(arrays):
     """SHA-256 (hex) of the model's arrays: names, dtypes, shapes and bytes, in order."""
     h = hashlib.sha256()
-    for name in ("sizes", "hidden", "output", "dtype", "params", "dropout", "input_scale"):
+    for name in ("sizes", "hidden", "output", "dtype", "params", "dropout", "input_scale",
+                 "matmul_precision"):
         if name not in arrays:          # the optional ones (load checks the others first)
             continue
         a = np.ascontiguousarray(arrays[name])
@@ -120,9 +123,14 @@ def load(path: str | os.PathLike) -> Network:
         if scale.dtype != np.float64 or scale.shape != ():
             raise ValueError(f"input_scale has dtype {scale.dtype} and shape {scale.shape}, "
                              "expected a float64 scalar")
+        precision = data.get("matmul_precision", np.array("float32"))
+        if precision.dtype.kind != "U" or precision.shape != ():
+            raise ValueError(f"matmul_precision has dtype {precision.dtype} and shape "
+                             f"{precision.shape}, expected a string")
         net = Network(sizes, hidden=[str(h) for h in data["hidden"]],
                       output=str(data["output"]), dtype=str(data["dtype"]),
-                      dropout=0.0 if dropout is None else dropout, input_scale=float(scale))
+                      dropout=0.0 if dropout is None else dropout, input_scale=float(scale),
+                      matmul_precision=str(precision))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"load: {path!s} describes an invalid network: {exc}") from None
     if not _validate.all_finite(params):

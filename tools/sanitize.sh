@@ -32,7 +32,7 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
             tests/test_network.py tests/test_optim.py tests/test_gradcheck.py \
             tests/test_hostile.py tests/test_dropout.py tests/test_out_of_core.py \
             tests/test_progress.py tests/test_pickle.py tests/test_sample_weight.py \
-            tests/test_batch_invariance.py tests/test_sparse.py \
+            tests/test_batch_invariance.py tests/test_sparse.py tests/test_bf16.py \
             -k "not subprocess and not larger_than_its_memory_limit")
 fi
 
