@@ -3,11 +3,17 @@
 W = Fashion-MNIST (60k), MLP 784-256-128-10, ReLU, softmax cross-entropy, Adam lr 1e-3,
 shuffled mini-batches. The GEMM floor is the 8 matrix products of every step alone (3
 forward, 3 dW, 2 dA) into preallocated outputs: with NumPy's matmul ("floor") and with
-nnfast's own BLAS binding ("floor-nnfast-blas"). "numpy" is nnfast.reference's
-ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam) and JAX
-(the step jitted: "jax"; every full batch of an epoch in one jitted lax.scan: "jax-scan")
-run when installed.
+nnfast's own BLAS binding ("floor-nnfast-blas"); with PyTorch installed also torch.mm,
+which is MKL in the benchmark's dtype ("floor-mkl") and oneDNN on bfloat16 tensors ("floor-bf16",
+float32 only: AMX or AVX512-BF16 where the CPU has them). "nnfast-bf16" is nnfast with
+matmul_precision="bfloat16" (float32 only). "numpy" is nnfast.reference's
+ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam; and
+"torch-bf16": the same under torch.autocast to bfloat16) and JAX (the step jitted:
+"jax"; every full batch of an epoch in one jitted lax.scan: "jax-scan") run when
+installed.
 Every contender runs in its own process (two OpenBLAS copies must not alternate).
+"x floor" is a contender's median over NumPy's floor; "x best floor" over the fastest of
+floor, floor-nnfast-blas and floor-mkl (the best float32 or float64 GEMM measured).
 
     python bench/bench_train.py                      # batch 32,128,512; float32, float64
     python bench/bench_train.py --batch 128 --dtype float32 --repeat 5
@@ -30,7 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
-CONTENDERS = ("floor", "floor-nnfast-blas", "nnfast", "numpy", "torch", "jax", "jax-scan")
+CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16", "nnfast", "nnfast-bf16",
+              "numpy", "torch", "torch-bf16", "jax", "jax-scan")
+TORCH = ("floor-mkl", "floor-bf16", "torch", "torch-bf16")   # need PyTorch
+FLOAT32_ONLY = ("floor-bf16", "nnfast-bf16", "torch-bf16")
 
 
 def load_data(n, dtype, data_dir):
@@ -53,8 +62,9 @@ def batches(n, batch):
 
 # ------------------------------------------------------------------ workers
 
-def worker_floor(X, batch, dtype, epochs, use_nnfast_blas):
-    """The 8 GEMMs of every step, nothing else."""
+def worker_floor(X, batch, dtype, epochs, use_nnfast_blas, torch_dtype=None, threads=1):
+    """The 8 GEMMs of every step, nothing else: NumPy's matmul, nnfast's BLAS, or
+    torch.mm on tensors of torch_dtype ("float32": MKL, "bfloat16": oneDNN)."""
     import nnfast as nf
     from nnfast import _kernels as K
     rng = np.random.default_rng(0)
@@ -68,7 +78,18 @@ def worker_floor(X, batch, dtype, epochs, use_nnfast_blas):
     if use_nnfast_blas:       # one BLAS call per product on all of nnfast's threads
         K.set_blas_threads(nf.get_num_threads())
     del nf
-    if use_nnfast_blas:
+    if torch_dtype is not None:
+        import torch
+        torch.set_num_threads(threads)
+        tt = getattr(torch, torch_dtype)
+        W = [torch.from_numpy(w).to(tt) for w in W]
+        dW = [torch.empty_like(w) for w in W]
+        A = [torch.from_numpy(a).to(tt) for a in A]
+        D = [None] + [torch.from_numpy(d).to(tt) for d in D[1:]]
+
+        def mm(c, a, b, ta=False, tb=False):
+            torch.mm(a.t() if ta else a, b.t() if tb else b, out=c)
+    elif use_nnfast_blas:
         def mm(c, a, b, ta=False, tb=False):
             K.gemm(c, a, b, ta, tb)
     else:
@@ -94,17 +115,21 @@ def worker_floor(X, batch, dtype, epochs, use_nnfast_blas):
     return {"times": times[1:]}
 
 
-def worker_nnfast(X, y, batch, dtype, epochs, seed):
+def worker_nnfast(X, y, batch, dtype, epochs, seed, precision="float32"):
     import nnfast as nf
     from nnfast.reference import ReferenceNetwork
-    net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed)
-    # Correctness first: the loss and gradient of one batch must match pure NumPy.
+    net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed,
+                     matmul_precision=precision)
+    # Correctness first: the loss and gradient of one batch must match pure NumPy (float32
+    # products; bfloat16 inputs are within what 8 bits of mantissa allow).
     Xb, yb = X[:batch], y[:batch]
     loss, grads = net.loss_and_grads(Xb, yb)
     ref = ReferenceNetwork.from_network(net)
     rloss, rgrad = ref.loss_and_grads(Xb, net._Y(yb, Xb.shape[0]))
     flat = np.concatenate([w.ravel() for w, _ in grads] + [b.ravel() for _, b in grads])
     tol = 1e-4 if dtype == np.float32 else 1e-10
+    if precision == "bfloat16":
+        tol = 0.05
     err = np.abs(flat - rgrad).max() / max(np.abs(rgrad).max(), 1e-30)
     if abs(loss - rloss) > tol * max(1.0, abs(rloss)) or err > tol:
         raise SystemExit(f"nnfast differs from NumPy: loss {loss} vs {rloss}, grad rel err {err}")
@@ -134,7 +159,9 @@ def worker_numpy(X, y, batch, dtype, epochs, seed):
     return {"times": times[1:], "loss": float(loss)}
 
 
-def worker_torch(X, y, batch, dtype, epochs, seed, threads):
+def worker_torch(X, y, batch, dtype, epochs, seed, threads, autocast=False):
+    """PyTorch eager; with autocast, its forward (and so backward) products in bfloat16."""
+    import contextlib
     import torch
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -156,7 +183,9 @@ def worker_torch(X, y, batch, dtype, epochs, seed, threads):
         for s, e in batches(X.shape[0], batch):
             idx = order[s:e]
             opt.zero_grad(set_to_none=True)
-            loss = lossf(model(Xt[idx]), yt[idx])
+            with (torch.autocast("cpu", dtype=torch.bfloat16) if autocast
+                  else contextlib.nullcontext()):
+                loss = lossf(model(Xt[idx]), yt[idx])
             loss.backward()
             opt.step()
         times.append(time.perf_counter() - t0)
@@ -235,14 +264,21 @@ def worker_main(args):
     nf.set_num_threads(args.threads)
     X, y, source = load_data(args.n, dtype, args.data)
     c = args.contender
-    if c in ("floor", "floor-nnfast-blas"):
-        out = worker_floor(X, args.batch, dtype, args.repeat, c == "floor-nnfast-blas")
-    elif c == "nnfast":
-        out = worker_nnfast(X, y, args.batch, dtype, args.repeat, args.seed)
+    if c in ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16"):
+        out = worker_floor(X, args.batch, dtype, args.repeat, c == "floor-nnfast-blas",
+                           {"floor-mkl": np.dtype(dtype).name, "floor-bf16": "bfloat16"}.get(c),
+                           args.threads)
+    elif c in ("nnfast", "nnfast-bf16"):
+        out = worker_nnfast(X, y, args.batch, dtype, args.repeat, args.seed,
+                            "bfloat16" if c == "nnfast-bf16" else "float32")
+        if c == "nnfast-bf16":
+            from nnfast._precision import bf16_path
+            out["path"] = bf16_path()[0]
     elif c == "numpy":
         out = worker_numpy(X, y, args.batch, dtype, args.repeat, args.seed)
-    elif c == "torch":
-        out = worker_torch(X, y, args.batch, dtype, args.repeat, args.seed, args.threads)
+    elif c in ("torch", "torch-bf16"):
+        out = worker_torch(X, y, args.batch, dtype, args.repeat, args.seed, args.threads,
+                           c == "torch-bf16")
     else:
         out = worker_jax(X, y, args.batch, dtype, args.repeat, args.seed, c == "jax-scan")
     out["source"] = source
@@ -253,10 +289,10 @@ def worker_main(args):
 # ------------------------------------------------------------------ driver
 
 def available(name):
-    if name not in ("torch", "jax", "jax-scan"):
+    if name not in TORCH + ("jax", "jax-scan"):
         return True
     try:
-        __import__(name.split("-")[0])
+        __import__("torch" if name in TORCH else "jax")
         return True
     except ImportError:
         return False
@@ -294,14 +330,16 @@ def main(argv=None):
     names = [c for c in args.contenders.split(",") if c]
     skipped = [c for c in names if not available(c)]
     names = [c for c in names if c not in skipped]
-    rows, blas_seen = [], None
+    rows, blas_seen, path_seen = [], None, None
     for dtype in args.dtype.split(","):
+        here = [c for c in names if dtype == "float32" or c not in FLOAT32_ONLY]
         for batch in [int(b) for b in args.batch.split(",")]:
-            times = {c: [] for c in names}
-            ratios = {c: [] for c in names}      # per round: median / floor's median
+            times = {c: [] for c in here}
+            ratios = {c: [] for c in here}       # per round: median / floor's median
+            best = {c: [] for c in here}         # ... / the fastest floor's of this dtype
             for _ in range(args.rounds):
                 medians = {}
-                for c in names:
+                for c in here:
                     res = _common.run_worker(__file__, [
                         "--contender", c, "--batch", str(batch), "--dtype", dtype,
                         "--repeat", str(args.repeat), "--n", str(args.n),
@@ -311,17 +349,26 @@ def main(argv=None):
                     medians[c] = _common.summarize(res["times"])[0]
                     if c == "nnfast":
                         blas_seen = res["blas"]
+                    path_seen = res.get("path", path_seen)
                 if "floor" in medians:
-                    for c in names:
+                    for c in here:
                         ratios[c].append(medians[c] / medians["floor"])
-            for c in names:
+                floors = [medians[c] for c in ("floor", "floor-nnfast-blas", "floor-mkl")
+                          if c in medians]
+                for c in here if floors else ():
+                    best[c].append(medians[c] / min(floors))
+            for c in here:
                 med, lo, hi = _common.summarize(times[c])
                 ratio = f"{_common.summarize(ratios[c])[0]:.2f}" if ratios[c] else "-"
-                rows.append([batch, dtype, c, f"{med:.3f}", f"{lo:.3f}", f"{hi:.3f}", ratio])
+                to_best = f"{_common.summarize(best[c])[0]:.2f}" if best[c] else "-"
+                rows.append([batch, dtype, c, f"{med:.3f}", f"{lo:.3f}", f"{hi:.3f}", ratio,
+                             to_best])
     _common.print_table(["batch", "dtype", "contender", "median s", "min s", "max s",
-                         "x floor"], rows)
+                         "x floor", "x best floor"], rows)
     if blas_seen:
         print("\nBLAS in the nnfast worker: " + "; ".join(blas_seen))
+    if path_seen:
+        print(f"nnfast-bf16's bfloat16 path: {path_seen}")
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)}")
     return 0
