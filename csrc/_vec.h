@@ -134,7 +134,7 @@ static inline double nnf_sigmoid_f64(double x)
             case NNF_ACT_RELU:                                                         \
                 for (ptrdiff_t j = 0; j < m; j++) {                                    \
                     T v = r[j] + b[j];                                                 \
-                    r[j] = v > 0 ? v : (T)0;                                           \
+                    r[j] = !(v <= 0) ? v : (T)0;    /* NaN stays NaN: the loss shows it */ \
                 }                                                                      \
                 break;                                                                 \
             case NNF_ACT_LEAKY_RELU:                                                   \

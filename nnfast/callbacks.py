@@ -10,6 +10,11 @@
 `epoch` counts from 0 within the call; `logs` holds "loss", "accuracy" (classifiers),
 "epoch_time", "lr" and, with validation data, "val_loss" (and "val_accuracy" for
 classifiers). Schedules (nnfast.schedules) and EarlyStopping are callbacks themselves.
+
+Ctrl-C while a callback runs raises KeyboardInterrupt in it at once; fit then ends with
+KeyboardInterrupt (its `history` attribute holds the epochs so far). A callback that
+raises (any exception, KeyboardInterrupt and SystemExit included) ends fit; over MPI it
+ends every rank. A schedule gives the optimizer its rate back however fit ends.
 """
 from __future__ import annotations
 

@@ -17,9 +17,11 @@ size up to the rounding of the gradient sums.
 Failures are agreed on, so that no rank waits forever in an Allreduce the others left:
 the input checks of fit, the callbacks before and after each epoch (and the validation)
 end with a collective exchange of errors: the rank that failed raises its own error,
-every other rank a ValueError naming it. Ctrl-C on any rank stops every rank after the
-same step (its flag travels in the step's Allreduce); the decision to stop early is the
-same everywhere (any rank's callback asking to stop stops all).
+every other rank a ValueError naming it (KeyboardInterrupt when that rank's was one).
+Ctrl-C on any rank stops every rank after the same step (its flag travels in the step's
+Allreduce; one during callbacks or validation raises there and is agreed on at the
+epoch's end; one during the last step, at the end of fit); the decision to stop early is
+the same everywhere (any rank's callback asking to stop stops all).
 
 Threads: each rank runs a team of at most (CPUs / ranks on this host) threads, and BLAS
 stays single-threaded during a step, as without MPI.
@@ -59,16 +61,19 @@ class DataParallel:
         """Collective: raise on every rank if `exc` (this rank's failure, or None) is set
         on any: the failing rank raises its own exception, the others a ValueError naming
         it. Else returns whether any rank asked to `stop`."""
-        notes = self.comm.allgather((None if exc is None else f"{type(exc).__name__}: {exc}",
-                                     bool(stop)))
-        failed = [(rank, err) for rank, (err, _) in enumerate(notes) if err is not None]
+        note = None if exc is None else (type(exc).__name__, str(exc),
+                                         isinstance(exc, KeyboardInterrupt))
+        notes = self.comm.allgather((note, bool(stop)))
+        failed = [(rank, n) for rank, (n, _) in enumerate(notes) if n is not None]
         if not failed:
             return any(s for _, s in notes)
         if exc is not None:
             raise exc
-        rank, err = failed[0]
+        rank, (name, text, ctrl_c) = failed[0]
+        if ctrl_c:                  # Ctrl-C on one rank is Ctrl-C on every rank
+            raise KeyboardInterrupt(f"fit: rank {rank} of {self.size} was interrupted")
         raise ValueError(f"fit: rank {rank} of {self.size} failed, so every rank stops: "
-                         f"{err}")
+                         f"{name}: {text}")
 
     def check_same(self, what, value):
         """Collective: ValueError on every rank unless `value` is equal on all ranks."""

@@ -20,9 +20,23 @@ from ._validate import check_number
 
 class Optimizer:
     """Base class: binds state buffers to one network and describes its update (the
-    compiled training step runs it; the training loop counts the steps in `t`)."""
+    compiled training step runs it; the training loop counts the steps in `t`).
+
+    Every hyperparameter is checked when it is set, in the constructor or later (a
+    callback or schedule setting ``optimizer.lr = -1`` gets the constructor's ValueError).
+    """
 
     _state_names = ()
+    _hyper = ()
+
+    def __setattr__(self, name, value):
+        if name in self._hyper:
+            value = self._check_hyper(name, value)
+        object.__setattr__(self, name, value)
+
+    def _check_hyper(self, name, value):
+        """`value` checked and converted for the hyperparameter `name`."""
+        raise NotImplementedError
 
     def __init__(self):
         self._owner = None
@@ -105,16 +119,26 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = check_number("SGD", "lr", lr, 0, math.inf, low_open=True)
-        self.momentum = check_number("SGD", "momentum", momentum, 0, 1, high_open=True)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"SGD: nesterov must be a bool, got {type(nesterov).__name__}")
-        if nesterov and self.momentum == 0:
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.nesterov = nesterov
+        self._check_nesterov()
+
+    def _check_hyper(self, name, value):
+        if name == "nesterov":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"SGD: nesterov must be a bool, got {type(value).__name__}")
+            return bool(value)
+        low_open, high = {"lr": (True, math.inf), "momentum": (False, 1),
+                          "weight_decay": (False, math.inf)}[name]
+        return check_number("SGD", name, value, 0, high, low_open=low_open,
+                            high_open=name == "momentum")
+
+    def _check_nesterov(self):
+        if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
-        self.nesterov = bool(nesterov)
-        self.weight_decay = check_number("SGD", "weight_decay", weight_decay, 0, math.inf)
 
     def _rule(self):
+        self._check_nesterov()
         return UpdateRule("sgd", (self._state["velocity"],), self.lr, momentum=self.momentum,
                           nesterov=self.nesterov, weight_decay=self.weight_decay)
 
@@ -141,11 +165,16 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__()
-        self.lr = check_number("Adam", "lr", lr, 0, math.inf, low_open=True)
-        self.beta1 = check_number("Adam", "beta1", beta1, 0, 1, high_open=True)
-        self.beta2 = check_number("Adam", "beta2", beta2, 0, 1, high_open=True)
-        self.eps = check_number("Adam", "eps", eps, 0, math.inf, low_open=True)
-        self.weight_decay = check_number("Adam", "weight_decay", weight_decay, 0, math.inf)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.weight_decay = weight_decay
+
+    def _check_hyper(self, name, value):
+        low_open, high, high_open = {
+            "lr": (True, math.inf, False), "beta1": (False, 1, True),
+            "beta2": (False, 1, True), "eps": (True, math.inf, False),
+            "weight_decay": (False, math.inf, False)}[name]
+        return check_number("Adam", name, value, 0, high, low_open=low_open,
+                            high_open=high_open)
 
     def _check_dtype(self, dtype):
         tiny = float(np.finfo(dtype).tiny)
@@ -154,6 +183,8 @@ class Adam(Optimizer):
                              f"for a {dtype} network, got {self.eps!r}")
 
     def _rule(self):
+        if self._owner is not None:         # eps may have been set since _prepare
+            self._check_dtype(self._state["m"].dtype)
         return UpdateRule("adam", (self._state["m"], self._state["v"]), self.lr,
                           beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                           weight_decay=self.weight_decay)

@@ -31,6 +31,11 @@ class Schedule(Callback):
     def on_train_end(self, net, optimizer):
         if self.base_lr is not None:
             optimizer.lr = self.base_lr
+        self.base_lr = None                     # the next fit starts from its own rate
+
+    def _abandon(self, optimizer):
+        """fit failed or was interrupted: the optimizer gets its rate back all the same."""
+        self.on_train_end(None, optimizer)
 
     def on_epoch_begin(self, net, epoch, optimizer):
         if self.base_lr is None:                # used outside fit: from the current rate

@@ -18,6 +18,7 @@ counter `optimizer.t` is advanced here, and only here, once per applied update.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -28,6 +29,7 @@ import numpy as np
 
 from ._progress import EpochProgress
 from ._threads import TeamChooser, refresh_cpus, team_size
+from ._validate import all_finite
 
 
 class History:
@@ -116,16 +118,33 @@ class TrainState:
 
 
 class DeferredInterrupt:
-    """Within: Ctrl-C (SIGINT) only sets `requested`, which the loop checks between steps,
-    so that an interrupt never falls between a step and its bookkeeping. Only in the main
-    thread and only over Python's default handler; elsewhere a no-op."""
+    """Within: Ctrl-C (SIGINT) during a step only sets `requested`, which the loop checks
+    after the step's bookkeeping, so that an interrupt never falls between a step and its
+    bookkeeping; inside `immediate()` (callbacks, validation) it raises KeyboardInterrupt
+    at once, as Python does. Only in the main thread and only over Python's default
+    handler; elsewhere a no-op (`requested` stays False)."""
 
     def __init__(self):
         self.requested = False
+        self._raise_now = False
         self._previous = None
 
     def _handle(self, signum, frame):
+        if self._raise_now:
+            raise KeyboardInterrupt
         self.requested = True
+
+    @contextlib.contextmanager
+    def immediate(self):
+        """Ctrl-C raises at once in this block (and one that came before it raises on
+        entry)."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self._raise_now = True
+        try:
+            yield
+        finally:
+            self._raise_now = False
 
     def __enter__(self):
         if (threading.current_thread() is threading.main_thread()
@@ -149,6 +168,7 @@ def train(net, settings, group):
     step_rows = group.batch_rows(rows)      # of each mini-batch, the rows this rank runs
     ws = net._training_workspace(step_rows, s.X)
     step = ws.step
+    _check_params_finite(net, "at the start of fit")
     # All input checked, buffers allocated: from here on the network changes.
     opt._prepare(net)
     order = state.sample_order(n, s.shuffle)
@@ -163,34 +183,58 @@ def train(net, settings, group):
     try:
         with DeferredInterrupt() as interrupt:
             for epoch in range(s.epochs):
-                rule = _begin_epoch(net, s, epoch, step, group)
+                rule = _begin_epoch(net, s, epoch, group, interrupt)
                 progress = _train_epoch(net, s, epoch, step, rule, order, rows, weights,
                                         group, interrupt, hist, team)
-                if _end_epoch(net, s, epoch, hist, progress, group):
+                if _end_epoch(net, s, epoch, hist, progress, group, interrupt):
                     break
-        for cb in s.callbacks:              # by a stop or after the last epoch
-            if hasattr(cb, "on_train_end"):
-                cb.on_train_end(net, opt)
+            _end_training(net, s, group, interrupt)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and not hasattr(exc, "history"):
+            exc.history = hist
+        for cb in s.callbacks:              # a schedule gives the optimizer its rate back
+            if hasattr(cb, "_abandon"):
+                cb._abandon(opt)
+        raise
     finally:
         step.release()
     return hist
 
 
-def _begin_epoch(net, s, epoch, step, group):
-    """Callbacks before the epoch (a schedule may change the optimizer's lr); returns
-    the optimizer's update rule with the hyperparameters of this epoch."""
+def _end_training(net, s, group, interrupt):
+    """on_train_end (by a stop or after the last epoch), then a last agreement: a Ctrl-C
+    that came during the last step, validation or callbacks stops fit with
+    KeyboardInterrupt on every rank instead of being dropped."""
     failure = None
     try:
-        for cb in s.callbacks if epoch == 0 else ():
-            if hasattr(cb, "on_train_begin"):
-                cb.on_train_begin(net, s.optimizer)
-        for cb in s.callbacks:
-            if hasattr(cb, "on_epoch_begin"):
-                cb.on_epoch_begin(net, epoch, s.optimizer)
-    except Exception as exc:
+        with interrupt.immediate():
+            for cb in s.callbacks:
+                if hasattr(cb, "on_train_end"):
+                    cb.on_train_end(net, s.optimizer)
+    except BaseException as exc:            # noqa: B036 -- every rank must hear of it
+        failure = exc
+    if failure is None and interrupt.requested:
+        failure = KeyboardInterrupt()
+    group.agree(failure)
+
+
+def _begin_epoch(net, s, epoch, group, interrupt):
+    """Callbacks before the epoch (a schedule may change the optimizer's lr); returns
+    the optimizer's update rule with the hyperparameters of this epoch."""
+    failure, rule = None, None
+    try:
+        with interrupt.immediate():
+            for cb in s.callbacks if epoch == 0 else ():
+                if hasattr(cb, "on_train_begin"):
+                    cb.on_train_begin(net, s.optimizer)
+            for cb in s.callbacks:
+                if hasattr(cb, "on_epoch_begin"):
+                    cb.on_epoch_begin(net, epoch, s.optimizer)
+        rule = s.optimizer._rule()          # the hyperparameters checked once more
+    except BaseException as exc:            # noqa: B036 -- Ctrl-C, SystemExit too
         failure = exc
     group.agree(failure)            # a rank failing here must not leave the others waiting
-    return s.optimizer._rule()
+    return rule
 
 
 def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interrupt, hist,
@@ -260,29 +304,41 @@ def _batch_divisors(weights, order, rows):
     return np.add.reduceat(weights[order], np.arange(0, order.shape[0], rows))
 
 
+def _check_params_finite(net, when):
+    """ValueError when a parameter is NaN or inf (written through `net.params`, say):
+    training on would spread it silently."""
+    if not all_finite(net._flat_params):
+        raise ValueError(f"fit: the network's parameters hold NaN or inf {when} (written "
+                         "through net.params?); expected finite numbers")
+
+
 def _diverged(loss, k, epoch, hist):
     err = FloatingPointError(
         f"fit: training diverged: the loss of batch {k + 1} of epoch {epoch + 1} is "
         f"{loss}; the network keeps the weights of the step before (lower the learning "
-        "rate)")
+        "rate, or check that X holds finite numbers if it changed during fit)")
     err.history = hist
     return err
 
 
-def _end_epoch(net, s, epoch, hist, progress, group):
+def _end_epoch(net, s, epoch, hist, progress, group, interrupt):
     """Validation, the epoch's line and the callbacks; True when training stops (any
-    rank's callback asking to stop stops every rank)."""
+    rank's callback asking to stop stops every rank). A failure on any rank, Ctrl-C and
+    SystemExit included, ends every rank."""
     failure, stop = None, False
     try:
-        logs = _epoch_logs(net, s, hist)
-        line = "  ".join(f"{k} {logs[k]:.4f}" for k in
-                         ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
-        progress.line(f"epoch {epoch + 1}/{s.epochs}  {line}  {hist.epoch_time[-1]:.2f}s")
-        logs.update(epoch_time=hist.epoch_time[-1], lr=s.optimizer.lr)
-        for cb in s.callbacks:
-            if hasattr(cb, "on_epoch_end"):
-                stop = bool(cb.on_epoch_end(net, epoch, logs)) or stop
-    except Exception as exc:
+        with interrupt.immediate():
+            logs = _epoch_logs(net, s, hist)
+            line = "  ".join(f"{k} {logs[k]:.4f}" for k in
+                             ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
+            progress.line(f"epoch {epoch + 1}/{s.epochs}  {line}  "
+                          f"{hist.epoch_time[-1]:.2f}s")
+            logs.update(epoch_time=hist.epoch_time[-1], lr=s.optimizer.lr)
+            for cb in s.callbacks:
+                if hasattr(cb, "on_epoch_end"):
+                    stop = bool(cb.on_epoch_end(net, epoch, logs)) or stop
+        _check_params_finite(net, f"after the callbacks of epoch {epoch + 1}")
+    except BaseException as exc:            # noqa: B036 -- Ctrl-C, SystemExit too
         failure = exc
     return group.agree(failure, stop)
 

@@ -116,6 +116,19 @@ def main():
             np.save(f"{out}/params_{rank}.npy", net._flat_params)
             print(f"rank {rank}: interrupted after {len(exc.history.batch_loss)} steps",
                   flush=True)
+    elif case in ("raise_keyboard", "raise_systemexit"):     # rank 1's callback raises
+        class Raise(nf.callbacks.Callback):
+            def on_epoch_end(self, net, epoch, logs):
+                if rank == 1 and epoch == 1:
+                    raise KeyboardInterrupt if case == "raise_keyboard" else SystemExit(4)
+
+        X, y = data()
+        try:
+            nf.Network([12, 16, 3], seed=0).fit(X, y, epochs=5, batch_size=32,
+                                                verbose=False, comm=comm,
+                                                callbacks=[Raise()])
+        except (KeyboardInterrupt, SystemExit, ValueError) as exc:
+            print(f"rank {rank}: {type(exc).__name__}", flush=True)
     elif case == "dropout":              # different masks per rank, identical weights
         net, hist = train(comm, nf.Adam(lr=1e-2), 32)
         np.save(f"{out}/params_{rank}.npy", net._flat_params)

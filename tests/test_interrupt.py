@@ -89,3 +89,102 @@ def test_cli_exits_130_and_saves_nothing(tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert not model.exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+# Ctrl-C at the end of fit: during the last step, the last validation or the last
+# callbacks. Each child sends itself SIGINT at that point (deterministically: from a
+# wrapped step, or from a callback) and reports how fit ended.
+END_CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    import numpy as np
+    import nnfast as nf
+    import nnfast._group as group
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    where = sys.argv[1]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    steps = {"n": 0}
+    real_step = group.LocalGroup.step
+
+    def step(self, *args):
+        out = real_step(self, *args)
+        steps["n"] += 1
+        if where == "last_step" and steps["n"] == 2 * 4:      # 2 epochs of 4 batches
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    group.LocalGroup.step = step
+    after = []
+
+    class Late(nf.callbacks.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            if where == "callback" and epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(30)              # Ctrl-C must end this sleep, not wait for it
+                after.append("slept")
+
+        def on_train_end(self, net, optimizer):
+            if where == "train_end":
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(30)
+                after.append("slept")
+
+    val = (X[:16], y[:16])
+    net = nf.Network([6, 8, 3], seed=0)
+    try:
+        net.fit(X, y, epochs=2, batch_size=16, verbose=False, callbacks=[Late()],
+                validation_data=val)
+        print("returned normally", flush=True)
+    except KeyboardInterrupt as exc:
+        print("KeyboardInterrupt", len(exc.history.batch_loss), after, flush=True)
+""")
+
+
+@pytest.mark.parametrize("where", ["last_step", "callback", "train_end"])
+def test_ctrl_c_at_the_end_of_fit_is_not_dropped(where):
+    proc = subprocess.run([sys.executable, "-c", END_CHILD, where], capture_output=True,
+                          text=True, timeout=25, cwd=tempfile.gettempdir(),
+                          preexec_fn=_default_sigint)
+    assert proc.returncode == 0, proc.stderr
+    # every case trained all 8 steps; the sleeping callbacks were cut short
+    assert "KeyboardInterrupt 8 []" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+CLI_END_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import nnfast._group as group
+    from nnfast.cli import main
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    real_step, calls = group.LocalGroup.step, [0]
+
+    def step(self, *args):                  # Ctrl-C during the very last step
+        out = real_step(self, *args)
+        calls[0] += 1
+        if calls[0] == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    group.LocalGroup.step = step
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_cli_ctrl_c_in_the_last_step_exits_130_and_saves_nothing(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_cli import _write_idx
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 64), ("t10k", 16)):
+        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
+                   rng.integers(0, 255, (n, 4, 4)).astype(np.uint8))
+        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+    model = tmp_path / "m.npz"
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_END_CHILD, str(2 * 64 // 16), "train", "--data",
+         str(tmp_path), "--epochs", "2", "--batch-size", "16", "--hidden", "8",
+         "--save", str(model)],
+        capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
+        preexec_fn=_default_sigint)
+    assert proc.returncode == 130, (proc.stdout, proc.stderr)
+    assert not model.exists()

@@ -111,14 +111,25 @@ def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
     assert "rank 0: 2 epochs" in proc.stdout and "rank 1: 2 epochs" in proc.stdout
 
 
-def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+def test_ctrl_c_in_a_callback_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     proc = run("interrupt", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    steps = -(-203 // 32)                    # epoch 1, then the first step of epoch 2
+    steps = -(-203 // 32)           # epoch 1: the Ctrl-C in epoch 2's callback acts there
     for rank in (0, 1):
-        assert f"rank {rank}: interrupted after {steps + 1} steps" in proc.stdout
+        assert f"rank {rank}: interrupted after {steps} steps" in proc.stdout
     assert np.array_equal(np.load(tmp_path / "params_0.npy"),
                           np.load(tmp_path / "params_1.npy"))
+
+
+@pytest.mark.parametrize("case, own, others", [
+    ("raise_keyboard", "KeyboardInterrupt", "KeyboardInterrupt"),
+    ("raise_systemexit", "SystemExit", "ValueError")])
+def test_a_callback_raising_a_base_exception_on_one_rank_ends_every_rank(tmp_path, case,
+                                                                         own, others):
+    proc = run(case, tmp_path)              # a hang would time out
+    assert proc.returncode == 0, proc.stderr
+    assert f"rank 1: {own}" in proc.stdout
+    assert f"rank 0: {others}" in proc.stdout
 
 
 def test_ranks_must_agree_on_the_arguments(tmp_path):
