@@ -428,6 +428,7 @@ def flat_values(values, shape, dtype):
 
 NETWORK_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_PARAMS = 2**31 - 1             # BLAS here takes 32-bit sizes
+MAX_LAYERS = 4096                  # weight layers: bounds what a model file may declare
 
 
 def network_sizes(sizes):
@@ -439,6 +440,9 @@ def network_sizes(sizes):
     if len(sizes) < 2:
         raise ValueError(f"Network: sizes needs at least 2 entries (input, output), got "
                          f"{sizes}")
+    if len(sizes) > MAX_LAYERS + 1:
+        raise ValueError(f"Network: sizes has {len(sizes)} entries; at most "
+                         f"{MAX_LAYERS + 1} ({MAX_LAYERS} layers) are supported")
     out = tuple(check_int("Network", f"sizes[{i}]", s, 1) for i, s in enumerate(sizes))
     n_params = sum(i * o + o for i, o in zip(out, out[1:]))      # Python ints: exact
     if n_params > MAX_PARAMS or max(out) > MAX_PARAMS:
