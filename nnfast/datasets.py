@@ -15,18 +15,28 @@ FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-label
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
 
+_DEFLATE_RATIO = 1032       # the most a deflate stream can expand (its maximal ratio)
+
+
 def _open(path):
+    """(file object, the most data bytes it can yield): a gzip stream by its magic,
+    else the raw file."""
+    size = os.stat(path).st_size
     with open(path, "rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+    if gz:
+        return gzip.open(path, "rb"), size * _DEFLATE_RATIO
+    return open(path, "rb"), size
 
 
 def load_idx(path):
     """Read an IDX file (gzip-compressed or raw) into an array.
 
     The header (magic 0x0000, dtype code, rank, big-endian uint32 sizes) is checked
-    against the data before the array is built; the data is read in chunks, so a header
-    that declares more data than the file holds is refused without allocating it.
+    against the data before the array is built: a header that declares more data than
+    the file can hold (its size, or for gzip the most a deflate stream of that size can
+    expand to) is refused without allocating. The data is read into the array in
+    chunks, so the peak memory is the array and one chunk.
 
     Parameters
     ----------
@@ -38,21 +48,17 @@ def load_idx(path):
     (native byte order)
     """
     path = os.fspath(path)
-    with _open(path) as f:                  # a missing file raises FileNotFoundError
+    f, most = _open(path)                   # a missing file raises FileNotFoundError
+    with f:
         try:
-            shape, dtype, expected, chunks, got = _read_idx(f, path)
+            return _read_idx(f, path, most)
         except (OSError, EOFError, zlib.error) as exc:     # damaged compressed data
             raise ValueError(f"load_idx: {path}: cannot read: {exc}") from None
-    if got != expected:
-        more = "more" if got > expected else f"only {got}"
-        raise ValueError(f"load_idx: {path}: header declares shape {shape} ({expected} bytes "
-                         f"of data) but the file holds {more}")
-    data = np.frombuffer(b"".join(chunks), dtype).reshape(shape)
-    return data.astype(dtype.newbyteorder("="), copy=True)
 
 
-def _read_idx(f, path):
-    """Parse the header, then read at most the declared data plus one byte, in chunks."""
+def _read_idx(f, path, most):
+    """Parse the header, check its size against `most`, then read exactly the declared
+    data (and one byte to show there is no more) into the array."""
     head = f.read(4)
     if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise ValueError(f"load_idx: {path} is not an IDX file (bad magic number "
@@ -68,14 +74,26 @@ def _read_idx(f, path):
     shape = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4"))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    chunks, got = [], 0
-    while got <= expected:
-        chunk = f.read(min(_READ_CHUNK, expected + 1 - got))
-        if not chunk:
+    declares = f"header declares shape {shape} ({expected} bytes of data)"
+    if expected > most - 4 - 4 * ndim:     # a raw file's size is exact, gzip's a bound
+        holds = "at most" if isinstance(f, gzip.GzipFile) else "only"
+        raise ValueError(f"load_idx: {path}: {declares} but the file holds {holds} "
+                         f"{max(most - 4 - 4 * ndim, 0)}")
+    data = np.empty(expected, np.uint8)
+    got = 0
+    while got < expected:
+        n = f.readinto(memoryview(data)[got:got + _READ_CHUNK])
+        if not n:
             break
-        chunks.append(chunk)
-        got += len(chunk)
-    return shape, dtype, expected, chunks, got
+        got += n
+    if got < expected:
+        raise ValueError(f"load_idx: {path}: {declares} but the file holds only {got}")
+    if f.read(1):
+        raise ValueError(f"load_idx: {path}: {declares} but the file holds more")
+    out = data.view(dtype)
+    if not dtype.isnative:                  # big-endian in the file: swapped in place
+        out = out.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return out.reshape(shape)
 
 
 def class_labels(y, name="y"):

@@ -229,3 +229,50 @@ def test_a_truncated_member_is_refused(tmp_path, net):
         (tmp_path / "t.npz").write_bytes(data[:cut])
         with pytest.raises(ValueError, match="not an nnfast model file"):
             nf.load(tmp_path / "t.npz")
+
+
+def _write_idx(path, arr, code, gz=True):
+    import gzip
+    import struct
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    with (gzip.open(path, "wb", compresslevel=1) if gz else open(path, "wb")) as f:
+        f.write(header + arr.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("code, dtype", [(0x08, np.uint8), (0x0D, ">f4"), (0x0E, ">f8")])
+@pytest.mark.parametrize("gz", [True, False])
+def test_an_idx_file_is_read_with_the_peak_memory_of_its_array(tmp_path, code, dtype, gz):
+    from nnfast.datasets import load_idx
+    a = (np.arange(2**25 // np.dtype(dtype).itemsize) % 251).astype(dtype).reshape(-1, 32)
+    path = _write_idx(tmp_path / "x.idx", a, code, gz)
+    import tracemalloc
+    tracemalloc.start()
+    b = load_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(a, b)
+    assert b.dtype.isnative
+    assert peak < 1.5 * a.nbytes, peak / a.nbytes          # joining and converting: 3x
+
+
+def test_a_gzip_idx_declaring_more_than_deflate_can_hold_is_refused_at_once(tmp_path):
+    from nnfast.datasets import load_idx
+    import gzip
+    import struct
+    path = tmp_path / "lie.idx.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 2**31) + b"x"))
+    with pytest.raises(ValueError, match="holds at most"):
+        load_idx(path)
+
+
+def test_float_idx_labels_are_refused_not_truncated(tmp_path):
+    from nnfast.datasets import load_mnist_format
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 8), ("t10k", 4)):
+        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
+                   rng.integers(0, 255, (n, 2, 2)).astype(np.uint8), 0x08)
+        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz",
+                   np.resize(np.array([2.9, -0.7]), n).astype(">f4"), 0x0D)
+    with pytest.raises(ValueError, match=r"class labels must be integers >= 0, got 2.9"):
+        load_mnist_format([tmp_path])
