@@ -19,6 +19,10 @@ class LocalGroup:
             raise failure
         return stop
 
+    def share(self, value):
+        """A group gives every rank rank 0's `value` (any picklable object)."""
+        return value
+
     def check_same(self, what, value):
         """A group raises ValueError unless `value` is the same on every rank."""
 

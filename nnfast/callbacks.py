@@ -64,6 +64,8 @@ class EarlyStopping(Callback):
                              f"{monitor!r}")
         self.monitor = monitor
         self.patience = check_int("EarlyStopping", "patience", patience, 1)
+        self._backup_names = ("best", "best_epoch", "stopped_epoch", "_best_params",
+                              "_wait")         # what BackupAndRestore saves and restores
         self.min_delta = check_number("EarlyStopping", "min_delta", min_delta, 0, math.inf)
         self.restore_best = bool(restore_best)
         self.on_train_begin(None, None)
@@ -91,3 +93,6 @@ class EarlyStopping(Callback):
             return False
         self.stopped_epoch = epoch
         return True                             # on_train_end restores the best
+
+
+from ._backup import BackupAndRestore  # noqa: E402,F401  (nf.callbacks.BackupAndRestore)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__, _bench, _validate, datasets, plots
 from ._threads import _available_cpus, set_num_threads
-from .callbacks import Callback, EarlyStopping
+from .callbacks import BackupAndRestore, Callback, EarlyStopping
 from .distributed import DataParallel
 from ._names import HIDDEN
 from .network import Network, load
@@ -222,6 +222,11 @@ def _add_train(sub):
     train.add_argument("--save", metavar="PATH", default=None,
                        help="write the trained network (an .npz archive) at exactly PATH "
                             "(default: not saved)")
+    train.add_argument("--backup", metavar="PATH", default=None,
+                       help="back up the whole training state to PATH after every epoch; "
+                            "the same command after a crash resumes from it and ends as "
+                            "if never interrupted; removed when training completes "
+                            "(default: no backup)")
     train.add_argument("--plot", metavar="PATH", default=None,
                        help="write a picture of the loss and accuracy per epoch - "
                             "training, validation, test - at exactly PATH (format from "
@@ -538,6 +543,8 @@ def _train(args):
     callbacks.append(_schedule(args, monitor))
     if args.early_stopping:
         callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping))
+    if args.backup:
+        callbacks.append(BackupAndRestore(args.backup))
     hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=opt,
                    verbose=False, validation_split=args.validation_split,
                    callbacks=callbacks, comm=comm)

@@ -75,6 +75,10 @@ class DataParallel:
         raise ValueError(f"fit: rank {rank} of {self.size} failed, so every rank stops: "
                          f"{name}: {text}")
 
+    def share(self, value):
+        """Collective: rank 0's `value` on every rank."""
+        return self.comm.bcast(value, root=0)
+
     def check_same(self, what, value):
         """Collective: ValueError on every rank unless `value` is equal on all ranks."""
         values = self.comm.allgather(value)

@@ -19,6 +19,8 @@ from .callbacks import Callback
 class Schedule(Callback):
     """Base class: `rate(epoch, base_lr)` gives the learning rate of an epoch."""
 
+    _backup_names = ("base_lr",)             # what BackupAndRestore saves and restores
+
     def __init__(self):
         self.base_lr = None
 
@@ -92,6 +94,8 @@ class ReduceOnPlateau(Schedule):
         self.patience = check_int("ReduceOnPlateau", "patience", patience, 1)
         self.min_lr = check_number("ReduceOnPlateau", "min_lr", min_lr, 0, math.inf)
         self.current, self.best, self._wait = None, math.inf, 0
+
+    _backup_names = ("base_lr", "current", "best", "_wait")
 
     def on_train_begin(self, net, optimizer):
         super().on_train_begin(net, optimizer)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._backup import find_backup, fingerprint, restore_callbacks, restore_network, snapshot
 from ._progress import EpochProgress
 from ._threads import TeamChooser, refresh_cpus, team_size
 from ._validate import all_finite
@@ -169,9 +170,11 @@ def train(net, settings, group):
     ws = net._training_workspace(step_rows, s.X)
     step = ws.step
     _check_params_finite(net, "at the start of fit")
+    backup = Backups(find_backup(s.callbacks), net, s, group)
     # All input checked, buffers allocated: from here on the network changes.
     opt._prepare(net)
     order = state.sample_order(n, s.shuffle)
+    resume = backup.resume(state, order)    # None, or a backup to go on from
     group.start(net._flat_params, net._flat_grads_ext, opt, state, order)
     net._bind(step, s.X, s.Y, s.W, group.dropout_seed(state.dropout_seed))
     useful = step.useful_threads(step_rows)
@@ -180,13 +183,19 @@ def train(net, settings, group):
     team = ws.team
     hist = History()
     weights = None if s.W is None else s.W.astype(np.float64)   # once: per-batch sums
+    at = resume["meta"]["position"] if resume else {"epoch": 0, "batch": 0, "sums": None,
+                                                    "stopped": False}
     try:
         with DeferredInterrupt() as interrupt:
-            for epoch in range(s.epochs):
-                rule = _begin_epoch(net, s, epoch, group, interrupt)
+            _begin_training(net, s, group, interrupt, resume, hist)
+            for epoch in range(at["epoch"], at["epoch"] if at["stopped"] else s.epochs):
+                within = at if epoch == at["epoch"] and at["batch"] > 0 else None
+                rule = _begin_epoch(net, s, epoch, group, interrupt, within is None)
                 progress = _train_epoch(net, s, epoch, step, rule, order, rows, weights,
-                                        group, interrupt, hist, team)
-                if _end_epoch(net, s, epoch, hist, progress, group, interrupt):
+                                        group, interrupt, hist, team, within, backup)
+                stop = _end_epoch(net, s, epoch, hist, progress, group, interrupt)
+                backup.after_epoch(epoch, -(-n // rows), stop, order, hist)
+                if stop:
                     break
             _end_training(net, s, group, interrupt)
     except BaseException as exc:
@@ -198,7 +207,76 @@ def train(net, settings, group):
         raise
     finally:
         step.release()
+    backup.finished()
     return hist
+
+
+class Backups:
+    """The fit's BackupAndRestore (or none): restoring at the start, saving after the
+    steps and epochs it asks for (rank 0 writes; every rank agrees on a failure)."""
+
+    def __init__(self, callback, net, s, group):
+        self.callback, self.net, self.s, self.group = callback, net, s, group
+        self.fp = None if callback is None else fingerprint(net, s, group.size)
+
+    def resume(self, state, order):
+        """Load the backup (rank 0; shared with every rank) and put the network's, the
+        optimizer's and the TrainState's part in place; returns it, or None."""
+        if self.callback is None:
+            return None
+        saved, failure = None, None
+        if self.group.is_root:
+            try:
+                saved = self.callback._load(self.fp)
+            except Exception as exc:        # every rank must hear of it
+                failure = exc
+        self.group.agree(failure)
+        saved = self.group.share(saved)
+        if saved is not None:
+            order[...] = restore_network(self.net, self.s, state, saved)
+        return saved
+
+    def after_step(self, epoch, k, n_batches, sums, order, hist):
+        if self.callback is not None and self.callback._due_after_step(
+                epoch * n_batches + k + 1, k + 1 == n_batches):
+            self._save(order, hist, {"epoch": epoch, "batch": k + 1, "sums": sums,
+                                     "stopped": False})
+
+    def after_epoch(self, epoch, n_batches, stopped, order, hist):
+        if self.callback is not None and self.callback._due_after_epoch(
+                (epoch + 1) * n_batches):
+            self._save(order, hist, {"epoch": epoch + 1, "batch": 0, "sums": None,
+                                     "stopped": bool(stopped)})
+
+    def _save(self, order, hist, position):
+        failure = None
+        if self.group.is_root:
+            try:
+                self.callback._save(snapshot(self.net, self.s, self.net._train_state, order,
+                                             hist, position, self.fp))
+            except Exception as exc:
+                failure = exc
+        self.group.agree(failure)
+
+    def finished(self):
+        """fit ended normally: the backup has served."""
+        if self.callback is not None and self.group.is_root:
+            self.callback._remove()
+
+
+def _begin_training(net, s, group, interrupt, resume, hist):
+    """on_train_begin, then (resuming) the callbacks' saved state and the History."""
+    failure = None
+    try:
+        with interrupt.immediate():
+            for cb in s.callbacks:
+                if hasattr(cb, "on_train_begin"):
+                    cb.on_train_begin(net, s.optimizer)
+        if resume is not None:
+            restore_callbacks(s, resume, hist)
+    except BaseException as exc:            # noqa: B036 -- Ctrl-C, SystemExit too
+        failure = exc
+    group.agree(failure)
 
 
 def _end_training(net, s, group, interrupt):
@@ -218,16 +296,14 @@ def _end_training(net, s, group, interrupt):
     group.agree(failure)
 
 
-def _begin_epoch(net, s, epoch, group, interrupt):
-    """Callbacks before the epoch (a schedule may change the optimizer's lr); returns
-    the optimizer's update rule with the hyperparameters of this epoch."""
+def _begin_epoch(net, s, epoch, group, interrupt, begins=True):
+    """Callbacks before the epoch (a schedule may change the optimizer's lr; not when
+    resuming inside it: `begins` False); returns the optimizer's update rule with the
+    hyperparameters of this epoch."""
     failure, rule = None, None
     try:
         with interrupt.immediate():
-            for cb in s.callbacks if epoch == 0 else ():
-                if hasattr(cb, "on_train_begin"):
-                    cb.on_train_begin(net, s.optimizer)
-            for cb in s.callbacks:
+            for cb in s.callbacks if begins else ():
                 if hasattr(cb, "on_epoch_begin"):
                     cb.on_epoch_begin(net, epoch, s.optimizer)
         rule = s.optimizer._rule()          # the hyperparameters checked once more
@@ -238,22 +314,25 @@ def _begin_epoch(net, s, epoch, group, interrupt):
 
 
 def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interrupt, hist,
-                 team):
-    """One pass over the shuffled samples, a mini-batch per step; returns the epoch's
-    progress display (its line is printed at the epoch's end)."""
+                 team, within, backup):
+    """One pass over the shuffled samples, a mini-batch per step (resuming: from the
+    backup's position `within` the epoch, already shuffled); returns the epoch's progress
+    display (its line is printed at the epoch's end)."""
     n, opt, state = s.n, s.optimizer, net._train_state
     n_batches = -(-n // rows)
     progress = EpochProgress(s.verbose and group.is_root, n_batches, epoch, s.epochs)
     t0 = time.perf_counter()
     comm_before = group.comm_time
-    if s.shuffle:
+    if s.shuffle and within is None:
         state.rng.shuffle(order)
     divisors = _batch_divisors(weights, order, rows)
-    total, seen, correct, trained, shown = 0.0, 0.0, 0, 0, 0
+    total, seen, correct, trained = within["sums"] if within else (0.0, 0.0, 0, 0)
+    first = within["batch"] if within else 0
+    shown = first
     dropout = any(net.dropout)
     try:
-        for k, start in enumerate(range(0, n, rows)):
-            idx = order[start:start + rows]
+        for k in range(first, n_batches):
+            idx = order[k * rows:(k + 1) * rows]
             div = float(idx.shape[0]) if divisors is None else float(divisors[k])
             if div == 0:                        # all weights 0: nothing to learn
                 continue
@@ -284,6 +363,8 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interru
                 err = KeyboardInterrupt()
                 err.history = hist
                 raise err
+            backup.after_step(epoch, k, n_batches, [total, seen, correct, trained], order,
+                              hist)
     finally:
         progress.close()
     hist.epoch_time.append(time.perf_counter() - t0)

@@ -129,6 +129,24 @@ def main():
                                                 callbacks=[Raise()])
         except (KeyboardInterrupt, SystemExit, ValueError) as exc:
             print(f"rank {rank}: {type(exc).__name__}", flush=True)
+    elif case == "backup":               # argv[3]: ref, crash (rank 0 fails) or resume
+        phase = sys.argv[3]
+
+        class Crash(nf.callbacks.Callback):
+            def on_epoch_end(self, net, epoch, logs):
+                if phase == "crash" and rank == 0 and epoch == 2:
+                    raise RuntimeError("crash")
+
+        X, y = data()
+        net = nf.Network([12, 16, 3], dropout=0.25, seed=2)
+        cbs = [nf.schedules.StepDecay(step_size=2, gamma=0.5),
+               nf.callbacks.BackupAndRestore(f"{out}/backup.npz", save_freq=5), Crash()]
+        try:
+            net.fit(X, y, epochs=5, batch_size=16, verbose=False, comm=comm, callbacks=cbs)
+        except (RuntimeError, ValueError) as exc:
+            print(f"rank {rank}: {type(exc).__name__}", flush=True)
+            return
+        np.save(f"{out}/{phase}_{rank}.npy", net._flat_params)
     elif case == "dropout":              # different masks per rank, identical weights
         net, hist = train(comm, nf.Adam(lr=1e-2), 32)
         np.save(f"{out}/params_{rank}.npy", net._flat_params)

@@ -132,6 +132,20 @@ def test_a_callback_raising_a_base_exception_on_one_rank_ends_every_rank(tmp_pat
     assert f"rank 0: {others}" in proc.stdout
 
 
+def test_backup_and_restore_resumes_every_rank_bit_identical(tmp_path):
+    assert run("backup", tmp_path, "ref").returncode == 0
+    assert not (tmp_path / "backup.npz").exists()
+    proc = run("backup", tmp_path, "crash")
+    assert "rank 0: RuntimeError" in proc.stdout and "rank 1: ValueError" in proc.stdout
+    assert (tmp_path / "backup.npz").exists()
+    proc = run("backup", tmp_path, "resume")
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"resume_{rank}.npy"),
+                                      np.load(tmp_path / f"ref_{rank}.npy"))
+    assert not (tmp_path / "backup.npz").exists()
+
+
 def test_ranks_must_agree_on_the_arguments(tmp_path):
     proc = run("mismatch", tmp_path)
     assert proc.returncode != 0
