@@ -144,8 +144,18 @@ def find_backup(callbacks):
 
 def fingerprint(net, s, group_size):
     """What a backup must agree with to be resumed by this fit (JSON values)."""
+    fp = dict(fit_config(net, s), callbacks=[type(cb).__name__ for cb in s.callbacks],
+              ranks=group_size)
+    return json.loads(json.dumps(fp))
+
+
+def fit_config(net, s):
+    """The whole configuration of a fit that its result depends on, as JSON values: the
+    network, the data's shape, the fit arguments, the optimizer and its settings, and
+    the settings of the built-in stateful callbacks (schedules, EarlyStopping). Every
+    MPI rank must pass the same; a backup must have been written by the same."""
     opt = s.optimizer
-    fp = {"sizes": list(net.sizes), "hidden": list(net.hidden), "output": net.output,
+    cfg = {"sizes": list(net.sizes), "hidden": list(net.hidden), "output": net.output,
           "dtype": net.dtype.name, "dropout": [float(p) for p in net.dropout],
           "input_scale": float(net.input_scale), "matmul_precision": net.matmul_precision,
           "samples": int(s.n), "features": int(s.X.shape[1]), "targets": int(s.Y.shape[1]),
@@ -153,8 +163,12 @@ def fingerprint(net, s, group_size):
           "epochs": s.epochs, "batch_size": s.batch_size, "shuffle": bool(s.shuffle),
           "optimizer": type(opt).__name__,
           "hyperparameters": {k: getattr(opt, k) for k in opt._hyper},
-          "callbacks": [type(cb).__name__ for cb in s.callbacks], "ranks": group_size}
-    return json.loads(json.dumps(fp))
+          "schedules and early stopping": [
+              [type(cb).__name__, {k: v for k, v in sorted(vars(cb).items())
+                                   if not k.startswith("_") and k not in cb._backup_names
+                                   and isinstance(v, (bool, int, float, str, type(None)))}]
+              for cb in _stateful(s.callbacks)]}
+    return json.loads(json.dumps(cfg))
 
 
 def snapshot(net, s, state, order, hist, position, fp):

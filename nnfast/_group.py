@@ -23,8 +23,9 @@ class LocalGroup:
         """A group gives every rank rank 0's `value` (any picklable object)."""
         return value
 
-    def check_same(self, what, value):
-        """A group raises ValueError unless `value` is the same on every rank."""
+    def check_config(self, config):
+        """A group raises ValueError on every rank unless each passes the same fit
+        configuration (nnfast._backup.fit_config)."""
 
     def start(self, params, grads, optimizer, state, order):
         """A group gives every rank rank 0's params, optimizer state, TrainState and

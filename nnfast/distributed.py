@@ -79,12 +79,18 @@ class DataParallel:
         """Collective: rank 0's `value` on every rank."""
         return self.comm.bcast(value, root=0)
 
-    def check_same(self, what, value):
-        """Collective: ValueError on every rank unless `value` is equal on all ranks."""
-        values = self.comm.allgather(value)
-        if any(v != values[0] for v in values):
-            raise ValueError(f"fit: every rank must pass the same {what}; got "
-                             + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values)))
+    def check_config(self, config):
+        """Collective: ValueError on every rank, naming what differs and each rank's value,
+        unless `config` (a dict) is equal on all ranks."""
+        configs = self.comm.allgather(config)
+        differ = [k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs)]
+        differ += [k for c in configs for k in c if k not in configs[0] and k not in differ]
+        if differ:
+            parts = "; ".join(f"{k}: " + ", ".join(f"rank {r}: {c.get(k)!r}"
+                                                    for r, c in enumerate(configs))
+                              for k in differ)
+            raise ValueError(f"fit: every rank must pass the same fit arguments, network "
+                             f"and optimizer; they differ in {parts}")
 
     is_root = property(lambda self: self.rank == 0, doc="Rank 0 alone prints.")
 

@@ -25,6 +25,7 @@ from ._names import HIDDEN, LOSS_CODE, OUTPUT
 from ._precision import bf16_path
 from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
+from ._backup import fit_config
 from .distributed import DataParallel, flat_grads_with_totals
 from .optim import Optimizer
 from .training import History, TrainState, train  # noqa: F401  (History: also from here)
@@ -485,15 +486,13 @@ class Network:
             settings = _validate.fit_settings(self, X, y, epochs, batch_size, optimizer,
                                               shuffle, validation_data, validation_split,
                                               callbacks, sample_weight, verbose)
+            settings.optimizer._check_dtype(self._flat_params.dtype)   # before agreeing
+            config = fit_config(self, settings)
             failure = None
         except (ValueError, TypeError) as exc:
             failure = exc
         group.agree(failure)                     # every rank raises, none waits
-        group.check_same("fit arguments (samples, features, epochs, batch_size, shuffle, "
-                         "network sizes, dtype)",
-                         (settings.n, self.sizes[0], settings.epochs, settings.batch_size,
-                          settings.shuffle, self.sizes, self.dtype.name,
-                          settings.W is not None))
+        group.check_config(config)               # the network, data, optimizer, schedules
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("fit is already running on this network (in another thread); "
                                "train one network from one thread at a time")

@@ -129,6 +129,25 @@ def main():
                                                 callbacks=[Raise()])
         except (KeyboardInterrupt, SystemExit, ValueError) as exc:
             print(f"rank {rank}: {type(exc).__name__}", flush=True)
+    elif case == "disagree":             # argv[3]: what rank 1 passes differently
+        what = sys.argv[3]
+        other = rank == 1
+        opt = {"optimizer": nf.SGD(lr=0.1) if other else nf.Adam(),
+               "lr": nf.Adam(lr=0.01 if other else 0.001),
+               "eps": nf.Adam(eps=1e-40 if other else 1e-8)}.get(what, nf.Adam())
+        hidden = "tanh" if other and what == "activation" else "relu"
+        dropout = 0.1 if other and what == "dropout" else 0.0
+        callbacks = [nf.schedules.StepDecay(step_size=3 if other and what == "schedule"
+                                            else 2)]
+        X, y = data()
+        try:
+            nf.Network([12, 16, 3], hidden=hidden, dropout=dropout, dtype=np.float32,
+                       seed=0).fit(X, y, epochs=2, batch_size=16, verbose=False, comm=comm,
+                                   optimizer=opt, callbacks=callbacks)
+            print(f"rank {rank}: trained", flush=True)
+        except ValueError as exc:       # one write per line: the ranks' lines don't mix
+            sys.stdout.write(f"rank {rank}: ValueError: {exc}\n")
+            sys.stdout.flush()
     elif case == "backup":               # argv[3]: ref, crash (rank 0 fails) or resume
         phase = sys.argv[3]
 

@@ -146,6 +146,18 @@ def test_backup_and_restore_resumes_every_rank_bit_identical(tmp_path):
     assert not (tmp_path / "backup.npz").exists()
 
 
+@pytest.mark.parametrize("what, named", [
+    ("optimizer", "optimizer"), ("lr", "hyperparameters"), ("activation", "hidden"),
+    ("dropout", "dropout"), ("schedule", "schedules and early stopping"),
+    ("eps", "smallest normal")])
+def test_ranks_must_agree_on_the_whole_configuration(tmp_path, what, named):
+    proc = run("disagree", tmp_path, what)              # a hang would time out
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        line = next(l for l in proc.stdout.splitlines() if l.startswith(f"rank {rank}:"))
+        assert "ValueError" in line and named in line, proc.stdout
+
+
 def test_ranks_must_agree_on_the_arguments(tmp_path):
     proc = run("mismatch", tmp_path)
     assert proc.returncode != 0
