@@ -51,7 +51,7 @@ def _run(tmp_path, name, backup, kill_after, freq, dropout, dtype):
     out = str(tmp_path / name)
     proc = subprocess.run([sys.executable, "-c", CHILD, out, str(backup), str(kill_after),
                            str(freq), str(dropout), dtype], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)     # not the source tree: the installed nnfast
     return proc, out
 
 
@@ -195,7 +195,7 @@ def test_cli_backup_resumes_a_killed_train(tmp_path):
         if backup:
             args += ["--backup", str(backup)]
         return subprocess.run([sys.executable, "-c", CLI_CHILD, str(kill_after), *args],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
     assert train(0, tmp_path / "ref.npz", None).returncode == 0
     backup = tmp_path / "state.npz"

@@ -98,7 +98,7 @@ def test_sigterm_during_save_leaves_the_old_file_and_no_temporary(tmp_path, net)
     before = path.read_bytes()
     for _ in range(3):
         proc = subprocess.run([sys.executable, "-c", TERM_CHILD, str(path)],
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert proc.returncode == -signal.SIGTERM, proc.stderr
         assert "survived" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
@@ -110,7 +110,8 @@ def test_load_of_a_fifo_is_refused_at_once(tmp_path):
     fifo = tmp_path / "m.npz"
     os.mkfifo(fifo)
     proc = subprocess.run([sys.executable, "-c", f"import nnfast as nf; nf.load({str(fifo)!r})"],
-                          capture_output=True, text=True, timeout=60)   # blocking would time out
+                          capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)                 # blocking would time out
     assert "is not a regular file" in proc.stderr
 
 
