@@ -162,39 +162,18 @@ def test_bad_arguments():
                                           nf.callbacks.BackupAndRestore("b.npz")])
 
 
-CLI_CHILD = textwrap.dedent("""
-    import os, signal, sys
-    import nnfast._group as group
-    from nnfast.cli import main
-    real_step, calls = group.LocalGroup.step, [0]
-
-    def step(self, *args):
-        out = real_step(self, *args)
-        calls[0] += 1
-        if calls[0] == int(sys.argv[1]):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return out
-
-    group.LocalGroup.step = step
-    sys.exit(main(sys.argv[2:]))
-""")
-
-
 def test_cli_backup_resumes_a_killed_train(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_cli import _write_idx
-    rng = np.random.default_rng(0)
-    for part, n in (("train", 96), ("t10k", 16)):
-        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
-                   rng.integers(0, 255, (n, 4, 4)).astype(np.uint8))
-        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+    from test_cli import SIGNAL_AFTER_STEP, write_idx_data_set
+    write_idx_data_set(tmp_path, 96, 16, 4)
 
     def train(kill_after, model, backup):
         args = ["train", "--data", str(tmp_path), "--epochs", "4", "--batch-size", "16",
                 "--hidden", "8", "--dropout", "0.2", "--quiet", "--save", str(model)]
         if backup:
             args += ["--backup", str(backup)]
-        return subprocess.run([sys.executable, "-c", CLI_CHILD, str(kill_after), *args],
+        return subprocess.run([sys.executable, "-c", SIGNAL_AFTER_STEP, "KILL",
+                               str(kill_after), *args],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
     assert train(0, tmp_path / "ref.npz", None).returncode == 0

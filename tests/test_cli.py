@@ -21,6 +21,38 @@ def _write_idx(path, arr):
         f.write(header + arr.tobytes())
 
 
+def write_idx_data_set(folder, n_train, n_test, side):
+    """A tiny MNIST-format data set in `folder`: random side x side uint8 images, labels
+    0, 1, 2 in turn."""
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(folder / f"{part}-images-idx3-ubyte.gz",
+                   rng.integers(0, 255, (n, side, side)).astype(np.uint8))
+        _write_idx(folder / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+
+
+# `python -c SIGNAL_AFTER_STEP SIGNAL N nnfast-args...`: the CLI, with SIGNAL (INT, KILL,
+# ...) sent to itself right after training step N.
+SIGNAL_AFTER_STEP = """
+import os, signal, sys
+import nnfast._group as group
+from nnfast.cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)
+real_step, calls = group.LocalGroup.step, [0]
+sig, after = getattr(signal, "SIG" + sys.argv[1]), int(sys.argv[2])
+
+def step(self, *args):
+    out = real_step(self, *args)
+    calls[0] += 1
+    if calls[0] == after:
+        os.kill(os.getpid(), sig)
+    return out
+
+group.LocalGroup.step = step
+sys.exit(main(sys.argv[3:]))
+"""
+
+
 @pytest.fixture(autouse=True)
 def _restore_threads():
     """--threads sets nnfast's thread count for the whole process: put it back."""

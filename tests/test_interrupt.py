@@ -74,13 +74,8 @@ def test_fit_stops_between_steps_with_consistent_weights():
 
 def test_cli_exits_130_and_saves_nothing(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_cli import _write_idx                     # a tiny IDX data set
-    import numpy as np
-    rng = np.random.default_rng(0)
-    for part, n in (("train", 3000), ("t10k", 100)):
-        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
-                   rng.integers(0, 255, (n, 8, 8)).astype(np.uint8))
-        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+    from test_cli import write_idx_data_set
+    write_idx_data_set(tmp_path, 3000, 100, 8)
     model = tmp_path / "m.npz"
     rc, out, err = _interrupt_after_ready(
         [sys.executable, "-m", "nnfast", "train", "--data", str(tmp_path), "--epochs", "100000",
@@ -151,37 +146,13 @@ def test_ctrl_c_at_the_end_of_fit_is_not_dropped(where):
     assert "KeyboardInterrupt 8 []" in proc.stdout, (proc.stdout, proc.stderr)
 
 
-CLI_END_CHILD = textwrap.dedent("""
-    import os, signal, sys
-    import nnfast._group as group
-    from nnfast.cli import main
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    real_step, calls = group.LocalGroup.step, [0]
-
-    def step(self, *args):                  # Ctrl-C during the very last step
-        out = real_step(self, *args)
-        calls[0] += 1
-        if calls[0] == int(sys.argv[1]):
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    group.LocalGroup.step = step
-    sys.exit(main(sys.argv[2:]))
-""")
-
-
 def test_cli_ctrl_c_in_the_last_step_exits_130_and_saves_nothing(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_cli import _write_idx
-    import numpy as np
-    rng = np.random.default_rng(0)
-    for part, n in (("train", 64), ("t10k", 16)):
-        _write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
-                   rng.integers(0, 255, (n, 4, 4)).astype(np.uint8))
-        _write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 3).astype(np.uint8))
+    from test_cli import SIGNAL_AFTER_STEP, write_idx_data_set
+    write_idx_data_set(tmp_path, 64, 16, 4)
     model = tmp_path / "m.npz"
     proc = subprocess.run(
-        [sys.executable, "-c", CLI_END_CHILD, str(2 * 64 // 16), "train", "--data",
+        [sys.executable, "-c", SIGNAL_AFTER_STEP, "INT", str(2 * 64 // 16), "train", "--data",
          str(tmp_path), "--epochs", "2", "--batch-size", "16", "--hidden", "8",
          "--save", str(model)],
         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
