@@ -51,6 +51,8 @@ cdef extern from "_vec.h" nogil:
                             Py_ssize_t m, double scale)
     void nnf_gather_rows(char *out, const char *x, const Py_ssize_t *idx, Py_ssize_t n,
                          size_t row_bytes)
+    float nnf_max_abs_f32(const float *x, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld)
+    double nnf_max_abs_f64(const double *x, Py_ssize_t n, Py_ssize_t m, Py_ssize_t ld)
     void nnf_adam_f32(float *p, float *m, float *v, const float *g, Py_ssize_t n,
                       float beta1, float c1, float beta2, float c2, float eps, float decay,
                       float step_size, float inv_bc2)
@@ -422,6 +424,16 @@ cdef inline void _adam(floating *p, floating *m, floating *v, const floating *g,
     else:
         nnf_adam_f64(p, m, v, g, n, c.beta1, c.c1, c.beta2, c.c2, c.eps,
                      c.decay if decay else 1, c.step_size, c.inv_bc2)
+
+
+cdef inline double _max_abs(const floating *x, Py_ssize_t n, Py_ssize_t m,
+                            Py_ssize_t ld) noexcept nogil:
+    """The largest |x| of n rows of m entries, rows ld apart (inf: some entry is not
+    finite)."""
+    if floating is float:
+        return nnf_max_abs_f32(x, n, m, ld)
+    else:
+        return nnf_max_abs_f64(x, n, m, ld)
 
 
 cdef inline void _sgd(floating *p, floating *vel, const floating *g, Py_ssize_t n,

@@ -340,9 +340,12 @@ def _train_epoch(net, s, epoch, step, rule, order, rows, weights, group, interru
             # full batches only, so that like is compared with like)
             threads = team.pick(group.threads(team_size())) if team.useful > 1 else 1
             started = time.perf_counter()
-            loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
-                                               state.dropout_step, threads,
-                                               interrupt.requested)
+            try:
+                loss, right, stop_now = group.step(step, idx, div, opt.t + 1, rule,
+                                                   state.dropout_step, threads,
+                                                   interrupt.requested)
+            except FloatingPointError as err:   # an overflowing update, not applied
+                raise _overflowed(err, k, epoch, hist) from None
             if team.useful > 1 and idx.shape[0] == rows:
                 team.record(threads, time.perf_counter() - started)
             if dropout:                         # every step that ran drew masks
@@ -398,6 +401,15 @@ def _diverged(loss, k, epoch, hist):
         f"fit: training diverged: the loss of batch {k + 1} of epoch {epoch + 1} is "
         f"{loss}; the network keeps the weights of the step before (lower the learning "
         "rate, or check that X holds finite numbers if it changed during fit)")
+    err.history = hist
+    return err
+
+
+def _overflowed(err, k, epoch, hist):
+    detail = str(err).removeprefix("TrainStep: ")
+    err = FloatingPointError(
+        f"fit: training diverged at batch {k + 1} of epoch {epoch + 1}: {detail} (lower "
+        "the learning rate)")
     err.history = hist
     return err
 
