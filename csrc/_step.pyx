@@ -82,6 +82,8 @@ from libc.stdint cimport int32_t, int64_t
 from libc.math cimport isfinite, fabs
 from libc.float cimport FLT_MAX, DBL_MAX
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.unistd cimport pread
+from libc.errno cimport errno, EINTR
 from _blas cimport gemm_rm
 from _ops cimport (_bias_act, _col_sum, _activation_backward, _loss_backward, _gather_rows,
                    _weighted_loss_backward, _gather_values,
@@ -108,6 +110,8 @@ cdef extern from "_bf16.h" nogil:
     void nnf_gemm_bf16(int path, int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N,
                        Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
                        const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+
+import os
 
 import numpy as np
 
@@ -392,6 +396,14 @@ cdef class TrainStep:
     cdef void *rw                           # the batch's row weights (rows,)
     cdef int x_src                          # X's SRC_* type, -1: the step's dtype, unscaled
     cdef bint x_sparse                      # X is the CSR (x_data, x_indices, x_indptr)
+    # X is a file (bind_file): rows of x_row_bytes from x_offset of the open file x_fd,
+    # read with pread (converted ones through x_stage, rows x_row_bytes apart); x_bad:
+    # per gather item, the first row it could not read and the errno (-1: all read)
+    cdef int x_fd
+    cdef Py_ssize_t x_offset, x_row_bytes
+    cdef char *x_stage
+    cdef Py_ssize_t *x_bad
+    cdef Py_ssize_t *iota                   # 0, 1, ..., rows - 1
     cdef bint x_idx64                       # ... with int64 (else int32) indices / indptr
     cdef const void *x_data
     cdef const void *x_indices
@@ -444,6 +456,10 @@ cdef class TrainStep:
         self.X = self.Y = self.W = NULL
         self.x_data = self.x_indices = self.x_indptr = NULL
         self.x_sparse = self.x_idx64 = False
+        self.x_fd = -1
+        self.x_stage = NULL
+        self.x_bad = NULL
+        self.iota = NULL
         self.rw = NULL
         self.loss_block = NULL
         self.mm_path = -1
@@ -456,6 +472,9 @@ cdef class TrainStep:
 
     def __dealloc__(self):
         free(self.gmax)
+        free(self.x_stage)
+        free(self.x_bad)
+        free(self.iota)
         free(self.rw)
         free(self.loss_block)
         free(self.correct_block)
@@ -641,6 +660,54 @@ cdef class TrainStep:
         self.X = <const void *><size_t>X.ctypes.data
         self.x_src, self.x_scale = src, x_scale
         self.x_sparse = False
+        self.x_fd = -1
+        self.n_data = n
+        self.dropout_seed = dropout_seed
+        self._data = keep
+
+    def bind_file(self, X, Y, double x_scale=1.0, W=None, unsigned long long dropout_seed=0):
+        """As `bind`, for X an NpyFile (nnfast._npyfile) of (N, sizes[0]) rows: each
+        mini-batch's rows are read from its open file with pread as they are gathered
+        (on the team, each thread its own rows). A row the file no longer holds ends the
+        step before anything is computed: X.changed(...) (DataFileChanged) is raised, the
+        parameters as they were."""
+        cdef Py_ssize_t n = X.shape[0], i
+        if self.a[0] == NULL:
+            raise ValueError("TrainStep.bind_file: this step has no input buffer (a[0] is "
+                             "None): it takes sparse data only (bind_csr)")
+        if n < 1 or X.shape[1] != self.sizes[0] or X.fd < 0:
+            raise ValueError(f"TrainStep.bind_file: X must be an open file of (N >= 1, "
+                             f"{self.sizes[0]}) rows, got {X.shape}")
+        if X.dtype == self.dtype and x_scale == 1:
+            src = -1
+        elif X.dtype.name in ("uint8", "float32", "float64") and X.dtype.isnative:
+            src = {"uint8": SRC_UINT8_, "float32": SRC_FLOAT32_,
+                   "float64": SRC_FLOAT64_}[X.dtype.name]
+        else:
+            raise ValueError(f"TrainStep.bind_file: X must be uint8, float32 or float64, "
+                             f"got {X.dtype}")
+        keep = [X]
+        cdef const void *yp = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
+        cdef const void *wp = NULL if W is None else self._pointer(W, (n,), keep, False)
+        cdef Py_ssize_t row_bytes = X.row_bytes
+        if self.x_bad == NULL:
+            self.x_bad = <Py_ssize_t *>malloc(2 * NNF_MAX_THREADS * sizeof(Py_ssize_t))
+            self.iota = <Py_ssize_t *>malloc(self.rows * sizeof(Py_ssize_t))
+            if self.x_bad == NULL or self.iota == NULL:
+                raise MemoryError()
+            for i in range(self.rows):
+                self.iota[i] = i
+        free(self.x_stage)
+        self.x_stage = NULL
+        if src >= 0:
+            self.x_stage = <char *>malloc(self.rows * row_bytes)
+            if self.x_stage == NULL:
+                raise MemoryError()
+        self.Y, self.W = yp, wp
+        self.X = NULL
+        self.x_fd, self.x_offset, self.x_row_bytes = X.fd, X.offset, row_bytes
+        self.x_src, self.x_scale = src, x_scale
+        self.x_sparse = False
         self.n_data = n
         self.dropout_seed = dropout_seed
         self._data = keep
@@ -694,6 +761,7 @@ cdef class TrainStep:
         self.x_indices, self.x_indptr, self.x_idx64 = xi, xp, idx64
         self.x_src, self.x_scale = -1, x_scale
         self.x_sparse = True
+        self.x_fd = -1
         self.n_data = n
         self.dropout_seed = dropout_seed
         self._data = keep
@@ -722,6 +790,7 @@ cdef class TrainStep:
         self.X = self.Y = self.W = NULL
         self.x_data = self.x_indices = self.x_indptr = NULL
         self.x_sparse = False
+        self.x_fd = -1
         self.n_data = 0
         self.dropout_seed = 0
         self._data = None
@@ -880,6 +949,10 @@ cdef class TrainStep:
         cdef StepCall call
         call.s = <void *>self
         call.X = self.X
+        call.x_fd = self.x_fd
+        if self.x_fd >= 0:
+            for i in range(2 * NNF_MAX_THREADS):
+                self.x_bad[i] = -1
         call.Y = self.Y
         call.W = self.W
         call.sparse = self.x_sparse
@@ -908,6 +981,8 @@ cdef class TrainStep:
             self.clock0 = _now()
         with nogil:
             nnf_team_run(&task, want)
+        if self.x_fd >= 0 and _read_failed(self):
+            self._read_error(data[0])
         cdef Py_ssize_t correct = 0
         for i in range(call.loss_blocks):
             correct += self.correct_block[i]
@@ -915,6 +990,16 @@ cdef class TrainStep:
         if rule is not None and isfinite(loss_sum):
             self._finish_update(&call.u, t, rule, threads, loss_sum)
         return loss_sum, correct
+
+    cdef _read_error(self, X):
+        """X.changed(...) for the first row a gather item could not read."""
+        cdef Py_ssize_t j
+        for j in range(NNF_MAX_THREADS):
+            if self.x_bad[2 * j] >= 0:
+                row, err = self.x_bad[2 * j], self.x_bad[2 * j + 1]
+                what = (f"reading row {row} failed: {os.strerror(err)}" if err else
+                        f"it ends before row {row} of its {self.n_data} rows")
+                raise X.changed(what)
 
     def useful_threads(self, Py_ssize_t n):
         """The most threads a step on a batch of n rows of the bound data can use: the
@@ -965,6 +1050,7 @@ cdef class TrainStep:
 cdef struct StepCall:
     void *s                     # the TrainStep (borrowed: alive for the call)
     const void *X
+    int x_fd                    # >= 0: X's rows are read from this file (bind_file)
     const void *Y
     const void *W
     bint sparse                 # X is the CSR (x_data, x_indices, x_indptr) instead
@@ -1085,6 +1171,8 @@ cdef void _step_item(TrainStep s, const StepCall *c, int stage, Py_ssize_t j, in
     cdef Py_ssize_t align = 64 // sizeof(floating)             # a cache line of entries
     cdef bint update = c.u.kind != OPT_NONE
     cdef long long *clock = &s.clock0 if s.profile and tid == 0 else NULL
+    if c.x_fd >= 0 and st.kind != STAGE_GATHER and _read_failed(s):
+        return             # a row could not be read from the file: the step ends here
     if st.kind == STAGE_GATHER:
         if c.sparse:                       # dW0 is a scatter-add: it starts from zero
             nnf_part(s.sizes[0], <int>j, <int>st.blocks, align, &b0, &b1)
@@ -1092,7 +1180,7 @@ cdef void _step_item(TrainStep s, const StepCall *c, int stage, Py_ssize_t j, in
                 memset(<floating *>s.dw[0] + b0 * s.sizes[1], 0,
                        (b1 - b0) * s.sizes[1] * sizeof(floating))
         nnf_part(n, <int>j, <int>st.blocks, 1, &b0, &b1)
-        _gather_batch(s, c, b0, b1, kind)
+        _gather_batch(s, c, b0, b1, j, kind)
         _mark(s, P_GATHER, clock)
     elif st.kind == STAGE_FORWARD:                      # a[l+1] = act(a[l] @ w[l] + b[l])
         if _forward_by_rows(c, l, n, m):
@@ -1131,15 +1219,22 @@ cdef void _step_item(TrainStep s, const StepCall *c, int stage, Py_ssize_t j, in
 
 
 cdef inline void _gather_batch(TrainStep s, const StepCall *c, Py_ssize_t r0, Py_ssize_t r1,
-                               floating kind) noexcept nogil:
-    """Rows r0:r1 of the batch: a[0] := X[idx] (converted and scaled; not for sparse
-    input, which the first layer reads itself), y := Y[idx], the row weights := W[idx]."""
+                               Py_ssize_t j, floating kind) noexcept nogil:
+    """Rows r0:r1 of the batch (gather item j): a[0] := X[idx] (converted and scaled; not
+    for sparse input, which the first layer reads itself; from the file of bind_file
+    with pread), y := Y[idx], the row weights := W[idx]."""
     cdef Py_ssize_t k = s.sizes[0], m = s.sizes[s.n_layers]
     cdef const Py_ssize_t *idx = c.idx + r0
     if r1 <= r0:
         return
     if c.sparse:
         pass
+    elif c.x_fd >= 0 and s.x_src < 0:
+        _read_rows(s, <char *>(<floating *>s.a[0] + r0 * k), idx, r1 - r0, j)
+    elif c.x_fd >= 0:
+        _read_rows(s, s.x_stage + r0 * s.x_row_bytes, idx, r1 - r0, j)
+        _gather_convert(<floating *>s.a[0] + r0 * k, s.x_stage + r0 * s.x_row_bytes,
+                        s.x_src, s.iota, r1 - r0, k, <floating>s.x_scale)
     elif s.x_src < 0:
         _gather_rows(<floating *>s.a[0] + r0 * k, <const floating *>c.X, idx, r1 - r0, k)
     else:
@@ -1148,6 +1243,37 @@ cdef inline void _gather_batch(TrainStep s, const StepCall *c, Py_ssize_t r0, Py
     _gather_rows(<floating *>s.y + r0 * m, <const floating *>c.Y, idx, r1 - r0, m)
     if c.W != NULL:
         _gather_values(<floating *>s.rw + r0, <const floating *>c.W, idx, r1 - r0)
+
+
+cdef void _read_rows(TrainStep s, char *out, const Py_ssize_t *idx, Py_ssize_t n,
+                     Py_ssize_t j) noexcept nogil:
+    """out row i := row idx[i] of the bound file (x_row_bytes each, i < n), with pread;
+    the first row that cannot be read in full goes to x_bad[2 j] (its errno, 0 for the
+    end of the file, to x_bad[2 j + 1]) and the item stops there."""
+    cdef Py_ssize_t i, done, rb = s.x_row_bytes
+    cdef ssize_t got
+    for i in range(n):
+        done = 0
+        while done < rb:
+            got = pread(s.x_fd, out + i * rb + done, rb - done,
+                        s.x_offset + idx[i] * rb + done)
+            if got > 0:
+                done += got
+            elif got < 0 and errno == EINTR:
+                continue
+            else:
+                s.x_bad[2 * j] = idx[i]
+                s.x_bad[2 * j + 1] = errno if got < 0 else 0
+                return
+
+
+cdef bint _read_failed(TrainStep s) noexcept nogil:
+    """Whether a gather item of this step could not read a row from the file."""
+    cdef Py_ssize_t j
+    for j in range(s.plan[0].blocks):
+        if s.x_bad[2 * j] >= 0:
+            return True
+    return False
 
 
 cdef inline void _forward_layer(TrainStep s, const StepCall *c, Py_ssize_t l, Py_ssize_t r0,

@@ -15,6 +15,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 from . import callbacks, datasets, schedules
 from ._threads import get_num_threads, set_num_threads
 from .gradcheck import gradcheck
+from ._npyfile import DataFileChanged
 from .io import load
 from .network import Network
 from .training import History
@@ -22,4 +23,4 @@ from .optim import SGD, Adam, Optimizer
 
 __all__ = ["Network", "History", "load", "gradcheck", "SGD", "Adam", "Optimizer",
            "set_num_threads", "get_num_threads", "datasets", "callbacks", "schedules",
-           "__version__"]
+           "DataFileChanged", "__version__"]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._names import HIDDEN, OUTPUT
+from ._npyfile import STREAM_DTYPES, NpyFile
 from ._sparse import check_sparse, dense_only, is_sparse
 
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
@@ -128,9 +129,6 @@ def check_output_file(path):
         raise ValueError(f"cannot write {path}: the file exists and is read-only")
 
 
-STREAM_DTYPES = ("uint8", "float32", "float64")
-
-
 def check_exists(path, what, owner):
     """FileNotFoundError naming `path` unless something exists there."""
     path = os.fspath(path)
@@ -166,33 +164,38 @@ def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     """X to be read in place and converted one mini-batch (or chunk) at a time, or None
     when it should be converted up front with `features`.
 
-    Read in place: a path to a .npy file (opened with mmap_mode="r"), an np.memmap, and
-    a C-contiguous uint8 array; their dtype must be uint8, float32 or float64. Returns a
-    C-contiguous (n, n_features) view (trailing dimensions of images are flattened).
-    Float data are checked for NaN / inf (after conversion to `dtype` and `scale`) in
-    bounded chunks, so a file is read once and never held in memory.
+    Read in place: a path to a .npy file (an NpyFile: its rows are read with pread, see
+    nnfast._npyfile), an np.memmap, and a C-contiguous uint8 array; their dtype must be
+    uint8, float32 or float64. Returns a C-contiguous (n, n_features) view (trailing
+    dimensions of images are flattened). Float data are checked for NaN / inf (after
+    conversion to `dtype` and `scale`) in bounded chunks, so a file is read once and
+    never held in memory.
     """
     if isinstance(X, (str, os.PathLike)):
-        X = open_npy(X, name)
+        X = NpyFile.open(X, name)
+    if isinstance(X, NpyFile):
+        shape, contiguous = X.file_shape, not X.fortran or len(X.file_shape) < 2
     elif not isinstance(X, np.ndarray) or not (isinstance(X, np.memmap)
                                                or X.dtype == np.uint8):
         return None
-    if X.dtype.name not in STREAM_DTYPES or not X.flags.c_contiguous:
-        if not isinstance(X, np.memmap) and X.dtype == np.uint8:
+    else:
+        shape, contiguous = X.shape, X.flags.c_contiguous
+        if not isinstance(X, np.memmap) and X.dtype == np.uint8 and not contiguous:
             return None                      # a non-contiguous array in memory: convert it
+    if X.dtype.name not in STREAM_DTYPES or not X.dtype.isnative or not contiguous:
         raise ValueError(f"{name}: data read from disk must be a C-contiguous array of "
-                         f"{', '.join(STREAM_DTYPES)}; got a "
-                         f"{'C' if X.flags.c_contiguous else 'non-C'}-contiguous {X.dtype} "
+                         f"{', '.join(STREAM_DTYPES)} (in this machine's byte order); got a "
+                         f"{'C' if contiguous else 'non-C'}-contiguous {X.dtype} "
                          "array (convert the file once, e.g. np.save(path, "
                          "np.ascontiguousarray(X, np.float32)))")
-    if X.ndim < 2:
+    if len(shape) < 2:
         raise ValueError(f"{name} must be 2-D of shape (n_samples, {n_features}) (or images "
-                         f"(n_samples, ...) of {n_features} values), got shape {X.shape}")
-    if X.shape[0] == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty: expected at least one sample, got shape {X.shape}")
-    X2 = X.reshape(X.shape[0], math.prod(X.shape[1:]))     # -1 fails on 0 samples
+                         f"(n_samples, ...) of {n_features} values), got shape {shape}")
+    if shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty: expected at least one sample, got shape {shape}")
+    X2 = X if isinstance(X, NpyFile) else X.reshape(shape[0], math.prod(shape[1:]))
     if X2.shape[1] != n_features:
-        raise ValueError(f"{name} has {X2.shape[1]} features (shape {X.shape}), the network "
+        raise ValueError(f"{name} has {X2.shape[1]} features (shape {shape}), the network "
                          f"expects {n_features}")
     if X2.dtype.kind == "f":
         _check_finite_converted(X2, dtype, scale, name)
@@ -202,13 +205,18 @@ def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     return X2
 
 
+def read_rows(X, start, stop):
+    """Rows start:stop of X read in place (an NpyFile, a memmap, an array) as an array."""
+    return X.read(start, stop) if isinstance(X, NpyFile) else X[start:stop]
+
+
 def _check_finite_converted(X, dtype, scale, name):
     """NaN / inf in X as the network sees it (converted to dtype, times scale), by chunks."""
     rows = max(1, _FINITE_CHUNK // max(1, X.shape[1]))
     s = np.dtype(dtype).type(scale)
     with np.errstate(over="ignore"):
         for start in range(0, X.shape[0], rows):
-            chunk = np.asarray(X[start:start + rows], dtype=dtype) * s
+            chunk = np.asarray(read_rows(X, start, start + rows), dtype=dtype) * s
             if not np.isfinite(chunk).all():
                 raise ValueError(f"{name} contains NaN or inf (or values too large for "
                                  f"{np.dtype(dtype)} after scaling by {scale:g}) in rows "

@@ -21,7 +21,8 @@ every other rank a ValueError naming it (KeyboardInterrupt when that rank's was 
 Ctrl-C on any rank stops every rank after the same step (its flag travels in the step's
 Allreduce; one during callbacks or validation raises there and is agreed on at the
 epoch's end; one during the last step, at the end of fit); the decision to stop early is
-the same everywhere (any rank's callback asking to stop stops all).
+the same everywhere (any rank's callback asking to stop stops all). A step that fails on
+one rank (its data file changed) is flagged in the same Allreduce and agreed on at once.
 
 Threads: each rank runs a team of at most (CPUs / ranks on this host) threads, and BLAS
 stays single-threaded during a step, as without MPI.
@@ -34,6 +35,10 @@ import os
 import time
 
 import numpy as np
+
+# A rank whose gradients failed adds this to the interrupted-ranks entry of the step's
+# Allreduce: both counts stay exact and apart in float32 with fewer than 1024 ranks
+STEP_FAILED = 1 << 10
 
 _REQUIRED = ("Get_rank", "Get_size", "Allreduce", "Bcast", "allgather", "bcast")
 
@@ -126,13 +131,20 @@ class DataParallel:
         then, when the global loss is finite, the update `rule` as step `t` on every
         rank alike. Returns (mean loss, correct predictions, any rank interrupted)."""
         lo, hi = self.part(idx.shape[0])
-        totals = self._totals                   # gradients, then loss, correct, interrupted
-        if hi > lo:
-            totals[-3], totals[-2] = step.gradients(idx[lo:hi], div, dropout_step, threads)
-        else:
-            totals[:] = 0
-        totals[-1] = 1 if interrupted else 0
+        totals = self._totals                   # gradients, then loss, correct, flags
+        failure = None
+        try:
+            if hi > lo:
+                totals[-3], totals[-2] = step.gradients(idx[lo:hi], div, dropout_step,
+                                                        threads)
+            else:
+                totals[:] = 0
+        except Exception as exc:                # e.g. its data file changed: tell all
+            failure, totals[:] = exc, 0
+        totals[-1] = (1 if interrupted else 0) + (STEP_FAILED if failure else 0)
         self.allreduce(totals)
+        if totals[-1] >= STEP_FAILED:           # every rank sees it: agree, then raise
+            self.agree(failure)
         loss = float(totals[-3]) / div
         if math.isfinite(loss):
             step.update(t, rule, threads)      # the same compiled update as one process

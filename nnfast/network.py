@@ -22,6 +22,7 @@ from . import _step
 from ._threads import team_size
 from ._layout import build_layout, layer_views, n_weights
 from ._names import HIDDEN, LOSS_CODE, OUTPUT
+from ._npyfile import NpyFile
 from ._precision import bf16_path
 from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
@@ -33,6 +34,7 @@ from .training import History, TrainState, train  # noqa: F401  (History: also f
 LOSS = {"softmax": K.softmax_xent_backward, "sigmoid": K.sigmoid_bce_backward,
         "linear": K.squared_error_backward}
 PREDICT_CHUNK = 4096               # rows per forward pass when predicting
+FILE_CHUNK = 256                   # rows per read of a file converted while predicting
 
 
 class Network:
@@ -240,7 +242,7 @@ class Network:
         codes = self._hidden_codes + [last_code]
         sparse = isinstance(X, CSRInput)
         convert = not sparse and (X.dtype != self.dtype or self.input_scale != 1)
-        if convert:                             # with the training step's own gather
+        if convert or isinstance(X, NpyFile):   # with the training step's own gather
             x_buf = np.empty((rows, self.sizes[0]), self.dtype)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
@@ -251,18 +253,33 @@ class Network:
                                        np.arange(start, stop, dtype=np.intp), self.coefs[0],
                                        self.intercepts[0], codes[0], self.input_scale)
                 first = 1
-            else:
-                a = X[start:stop]
-            if convert:
+            elif isinstance(X, NpyFile):
+                a = self._read_converted(x_buf[:stop - start], X, start, convert)
+            elif convert:
                 a = x_buf[:stop - start]
                 K.gather_rows_scaled(a, X, np.arange(start, stop, dtype=np.intp),
                                      self.input_scale)
+            else:
+                a = X[start:stop]
             if first < self.n_layers:           # the dense layers, rows over the team
                 outs = [bufs[l][:stop - start] for l in range(first, self.n_layers - 1)]
                 _step.forward(a, outs + [out[start:stop]], self.coefs[first:],
                               self.intercepts[first:], codes[first:], team_size(),
                               self._matmul_path())
         return out
+
+    def _read_converted(self, a, X, start, convert):
+        """a := rows start: of the NpyFile X, converted and scaled as the step's gather
+        does (read FILE_CHUNK rows at a time: a small buffer of the file's dtype)."""
+        if not convert:
+            return X.read(start, start + a.shape[0], a)
+        raw = np.empty((min(a.shape[0], FILE_CHUNK), a.shape[1]), X.dtype)
+        for i in range(0, a.shape[0], FILE_CHUNK):
+            j = min(i + FILE_CHUNK, a.shape[0])
+            part = X.read(start + i, start + j, raw[:j - i])
+            K.gather_rows_scaled(a[i:j], part, np.arange(j - i, dtype=np.intp),
+                                 self.input_scale)
+        return a
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Output activations (softmax / sigmoid probabilities, or linear values).
@@ -411,6 +428,8 @@ class Network:
         first layer reads its rows), arrays with bind."""
         if isinstance(X, CSRInput):
             step.bind_csr(X.data, X.indices, X.indptr, Y, self.input_scale, W, dropout_seed)
+        elif isinstance(X, NpyFile):
+            step.bind_file(X, Y, self.input_scale, W, dropout_seed)
         else:
             step.bind(X, Y, self.input_scale, W, dropout_seed)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._backup import find_backup, fingerprint, restore_callbacks, restore_network, snapshot
+from ._npyfile import NpyFile
 from ._progress import EpochProgress
 from ._threads import TeamChooser, refresh_cpus, team_size
 from ._validate import all_finite
@@ -421,6 +422,7 @@ def _end_epoch(net, s, epoch, hist, progress, group, interrupt):
     failure, stop = None, False
     try:
         with interrupt.immediate():
+            _check_files_unchanged(s)
             logs = _epoch_logs(net, s, hist)
             line = "  ".join(f"{k} {logs[k]:.4f}" for k in
                              ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
@@ -434,6 +436,14 @@ def _end_epoch(net, s, epoch, hist, progress, group, interrupt):
     except BaseException as exc:            # noqa: B036 -- Ctrl-C, SystemExit too
         failure = exc
     return group.agree(failure, stop)
+
+
+def _check_files_unchanged(s):
+    """DataFileChanged when a data file read by the epoch (X, validation X) was modified
+    since fit opened it: a short read stops a step at once, this finds a rewrite."""
+    for X in (s.X, None if s.validation is None else s.validation.X):
+        if isinstance(X, NpyFile):
+            X.check_unchanged()
 
 
 def _epoch_logs(net, s, hist):

@@ -89,6 +89,23 @@ def main():
         except (RuntimeError, ValueError) as exc:
             print(f"rank {rank}: {type(exc).__name__}: {exc}", flush=True)
             sys.exit(3)
+    elif case == "file_truncated":       # rank 1's own copy of X shrinks after epoch 1
+        import os
+        X, y = data()
+        path = f"{out}/x_{rank}.npy"
+        np.save(path, X)
+
+        class Shrink(nf.callbacks.Callback):
+            def on_epoch_end(self, net, epoch, logs):
+                if rank == 1 and epoch == 0:
+                    os.truncate(path, os.path.getsize(path) // 2)
+                return False
+        try:
+            nf.Network([12, 16, 3], seed=0).fit(path, y, epochs=3, verbose=False,
+                                                comm=comm, callbacks=[Shrink()])
+        except (OSError, ValueError) as exc:
+            print(f"rank {rank}: {type(exc).__name__}: {exc}", flush=True)
+            sys.exit(3)
     elif case == "early_stop_on_one_rank":   # only rank 0's callback stops: all stop
         class StopOnRank0(nf.callbacks.Callback):
             def on_epoch_end(self, net, epoch, logs):

@@ -105,6 +105,15 @@ def test_a_callback_failing_on_one_rank_stops_every_rank(tmp_path):
     assert "rank 0: ValueError: fit: rank 1 of 2 failed" in proc.stdout
 
 
+def test_a_data_file_shrinking_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    proc = run("file_truncated", tmp_path)              # a hang would time out
+    assert proc.returncode != 0
+    assert "rank 1: DataFileChanged: X:" in proc.stdout, proc.stdout + proc.stderr
+    assert "changed while nnfast was reading it" in proc.stdout
+    assert "rank 0: ValueError: fit: rank 1 of 2 failed, so every rank stops: " \
+           "DataFileChanged" in proc.stdout
+
+
 def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
     proc = run("early_stop_on_one_rank", tmp_path)
     assert proc.returncode == 0, proc.stderr
