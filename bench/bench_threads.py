@@ -30,7 +30,8 @@ WORKLOADS = [("fit [16,32,3] batch 16", "fit", [16, 32, 3], 16),
              ("fit [784,256,128,10] batch 128", "fit", [784, 256, 128, 10], 128),
              ("fit [784,1024,1024,10] batch 256", "fit", [784, 1024, 1024, 10], 256),
              ("predict 784-256-128-10, 1 row", "predict", [784, 256, 128, 10], 1),
-             ("predict 784-256-128-10, 1000 rows", "predict", [784, 256, 128, 10], 1000)]
+             ("predict 784-256-128-10, 1000 rows", "predict", [784, 256, 128, 10], 1000),
+             ("fit [784,256,128,10] batch 32", "fit", [784, 256, 128, 10], 32)]
 QUICK = [0, 4]
 SETTINGS = ["default", "1", "2"]
 WORK_SECONDS = 0.3                  # timed work per repeat in a worker
