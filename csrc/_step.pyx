@@ -642,14 +642,7 @@ cdef class TrainStep:
         if self.a[0] == NULL:
             raise ValueError("TrainStep.bind: this step has no input buffer (a[0] is None): "
                              "it takes sparse data only (bind_csr)")
-        if X.dtype == self.dtype and x_scale == 1:
-            src = -1
-        elif X.dtype in (np.uint8, np.float32, np.float64):
-            src = {"uint8": SRC_UINT8_, "float32": SRC_FLOAT32_,
-                   "float64": SRC_FLOAT64_}[X.dtype.name]
-        else:
-            raise ValueError(f"TrainStep.bind: X must be uint8, float32 or float64, got "
-                             f"{X.dtype}")
+        src = self._x_source("bind", X.dtype, x_scale)
         if not (X.flags.c_contiguous and X.shape == (n, self.sizes[0])):
             raise ValueError(f"TrainStep.bind: X must be C-contiguous of shape (N, "
                              f"{self.sizes[0]}), got {X.shape}")
@@ -665,6 +658,17 @@ cdef class TrainStep:
         self.dropout_seed = dropout_seed
         self._data = keep
 
+    cdef int _x_source(self, str name, dtype, double x_scale) except -2:
+        """The SRC_* type the gather converts X's rows from (-1: the step's dtype, rows
+        copied as they are)."""
+        if dtype == self.dtype and x_scale == 1:
+            return -1
+        if dtype in (np.uint8, np.float32, np.float64):     # native byte order only
+            return {"uint8": SRC_UINT8_, "float32": SRC_FLOAT32_,
+                    "float64": SRC_FLOAT64_}[dtype.name]
+        raise ValueError(f"TrainStep.{name}: X must be uint8, float32 or float64, got "
+                         f"{dtype}")
+
     def bind_file(self, X, Y, double x_scale=1.0, W=None, unsigned long long dropout_seed=0):
         """As `bind`, for X an NpyFile (nnfast._npyfile) of (N, sizes[0]) rows: each
         mini-batch's rows are read from its open file with pread as they are gathered
@@ -678,14 +682,7 @@ cdef class TrainStep:
         if n < 1 or X.shape[1] != self.sizes[0] or X.fd < 0:
             raise ValueError(f"TrainStep.bind_file: X must be an open file of (N >= 1, "
                              f"{self.sizes[0]}) rows, got {X.shape}")
-        if X.dtype == self.dtype and x_scale == 1:
-            src = -1
-        elif X.dtype.name in ("uint8", "float32", "float64") and X.dtype.isnative:
-            src = {"uint8": SRC_UINT8_, "float32": SRC_FLOAT32_,
-                   "float64": SRC_FLOAT64_}[X.dtype.name]
-        else:
-            raise ValueError(f"TrainStep.bind_file: X must be uint8, float32 or float64, "
-                             f"got {X.dtype}")
+        src = self._x_source("bind_file", X.dtype, x_scale)
         keep = [X]
         cdef const void *yp = self._pointer(Y, (n, self.sizes[self.n_layers]), keep, False)
         cdef const void *wp = NULL if W is None else self._pointer(W, (n,), keep, False)

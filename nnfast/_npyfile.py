@@ -160,6 +160,14 @@ class NpyFile:
         return self._handle.changed(what)
 
 
+def npy_problem(exc):
+    """Why reading a .npy file failed, in nnfast's words: NumPy's hint to pass
+    allow_pickle=True would be wrong advice (nnfast never unpickles)."""
+    if "pickle" in str(exc) or "Python objects" in str(exc):
+        return "it holds Python objects (pickled data), not an array of numbers"
+    return str(exc)
+
+
 def _read_header(fd, path, name):
     """(shape, fortran_order, dtype, data offset) of the .npy file open as fd."""
     if os.pread(fd, 4, 0) == b"PK\x03\x04":
@@ -176,8 +184,6 @@ def _read_header(fd, path, name):
             if dtype.hasobject:
                 raise ValueError("Python objects")
         except Exception as exc:                # not .npy, damaged header, Python objects
-            problem = str(exc)
-            if "pickle" in problem or "Python objects" in problem:
-                problem = "it holds Python objects (pickled data), not an array of numbers"
-            raise ValueError(f"{name}: {path} is not a readable .npy file: {problem}") from None
+            raise ValueError(f"{name}: {path} is not a readable .npy file: "
+                             f"{npy_problem(exc)}") from None
         return shape, fortran, dtype, f.tell()

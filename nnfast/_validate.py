@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._names import HIDDEN, OUTPUT
-from ._npyfile import STREAM_DTYPES, NpyFile
+from ._npyfile import STREAM_DTYPES, NpyFile, npy_problem
 from ._sparse import check_sparse, dense_only, is_sparse
 
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
@@ -134,14 +134,6 @@ def check_exists(path, what, owner):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{owner}: {path} does not exist (expected {what})")
-
-
-def npy_problem(exc):
-    """Why np.load failed, in nnfast's words: NumPy's hint to pass allow_pickle=True
-    would be wrong advice (nnfast never unpickles)."""
-    if "pickle" in str(exc) or "Python objects" in str(exc):
-        return "it holds Python objects (pickled data), not an array of numbers"
-    return str(exc)
 
 
 def open_npy(path, name="X"):
