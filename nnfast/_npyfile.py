@@ -13,6 +13,7 @@ float32 rows, 5 -> 31 us for uint8), about 5% of a 784-256-128-10 training step;
 exchange no change to the file can crash the process.
 """
 import math
+import mmap
 import os
 import stat
 
@@ -30,7 +31,8 @@ class _Handle:
 
     def __init__(self, fd, path, name, st):
         self.fd, self.path, self.name = fd, path, name
-        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        # ctime too: a rewrite that sets the old mtime back (rsync -t, tar) still moves it
+        self.size, self.mtime_ns, self.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def changed(self, what):
         return DataFileChanged(f"{self.name}: {self.path} changed while nnfast was reading "
@@ -39,15 +41,20 @@ class _Handle:
 
     def check_unchanged(self):
         st = os.fstat(self.fd)
-        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
-            what = (f"its size went from {self.size} to {st.st_size} bytes"
-                    if st.st_size != self.size else "it was modified")
-            raise self.changed(what)
+        # a file no longer linked (replaced by a rename, deleted) cannot be rewritten by
+        # name: its ctime moved with the unlink, not with its data
+        ctime_moved = st.st_nlink > 0 and st.st_ctime_ns != self.ctime_ns
+        if st.st_size != self.size:
+            raise self.changed(f"its size went from {self.size} to {st.st_size} bytes")
+        if st.st_mtime_ns != self.mtime_ns or ctime_moved:
+            raise self.changed("it was modified: its modification or change time moved")
 
-    def __del__(self):
+    def close(self):
         fd, self.fd = getattr(self, "fd", -1), -1
         if fd >= 0:
             os.close(fd)
+
+    __del__ = close
 
 
 class NpyFile:
@@ -79,7 +86,11 @@ class NpyFile:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{name}: {path} does not exist (expected a .npy file)")
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+        if not stat.S_ISREG(os.stat(path).st_mode):    # a socket cannot even be opened
+            raise ValueError(f"{name}: {path} is not a regular file (a directory, FIFO, "
+                             "device or socket); expected a .npy file")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below too,
+        # should the path change between the two checks)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
@@ -91,7 +102,7 @@ class NpyFile:
         except BaseException:
             os.close(fd)
             raise
-        if any(d < 0 for d in shape):
+        if any(isinstance(d, bool) or d < 0 for d in shape):
             os.close(fd)
             raise ValueError(f"{name}: {path} is not a readable .npy file: its header "
                              f"declares the shape {shape}")
@@ -151,13 +162,51 @@ class NpyFile:
         return out
 
     def check_unchanged(self):
-        """DataFileChanged when the file's size or modification time is not what it was
-        when it was opened."""
+        """DataFileChanged when the file's size, modification or change time is not what
+        it was when it was opened (a chmod counts as a change too)."""
         self._handle.check_unchanged()
+
+    def close(self):
+        """Close the file (of every view of it); reads then fail."""
+        self._handle.close()
 
     def changed(self, what):
         """The DataFileChanged error for this file, saying `what`."""
         return self._handle.changed(what)
+
+
+def read_array(path, name="y"):
+    """The whole array of the .npy file at `path`, read into memory (any dtype but
+    Python objects, as its header says: shape, order, byte order), with the checks of
+    NpyFile.open: a FIFO never blocks, a short file is refused."""
+    rows = NpyFile.open(path, name)
+    try:
+        flat = rows.read().reshape(-1)
+    finally:
+        rows.close()
+    return flat.reshape(rows.file_shape, order="F" if rows.fortran else "C")
+
+
+def file_of_memmap(X, name="X"):
+    """An NpyFile of the same data as the np.memmap X, or None: X must be a whole .npy
+    file's array as mapped (reshaped at most, C order, not copy-on-write: mode "c" has
+    private changes a read of the file would not see)."""
+    base = X
+    while isinstance(base.base, np.memmap):
+        base = base.base
+    if (not isinstance(base.base, mmap.mmap) or getattr(X, "mode", "c") == "c"
+            or not X.filename or X.ndim < 1 or not X.flags.c_contiguous
+            or X.ctypes.data != base.ctypes.data or X.nbytes != base.nbytes):
+        return None
+    try:
+        rows = NpyFile.open(X.filename, name)
+    except (OSError, ValueError):           # not a .npy file (a raw memmap), gone, ...
+        return None
+    if (rows.offset != X.offset or rows.fortran or rows.dtype != X.dtype
+            or rows.shape[0] != X.shape[0] or rows.shape[0] * rows.shape[1] != X.size):
+        rows.close()
+        return None
+    return rows
 
 
 def npy_problem(exc):

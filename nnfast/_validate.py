@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._names import HIDDEN, OUTPUT
-from ._npyfile import STREAM_DTYPES, NpyFile, npy_problem
+from ._npyfile import STREAM_DTYPES, NpyFile, file_of_memmap, npy_problem, read_array
 from ._sparse import check_sparse, dense_only, is_sparse
 
 _NUMERIC_KINDS = "biuf"          # bool, signed, unsigned, float; not complex/object/str/time
@@ -137,7 +137,8 @@ def check_exists(path, what, owner):
 
 
 def open_npy(path, name="X"):
-    """A .npy file opened with mmap_mode="r": its data stay on disk, read on demand.
+    """A .npy file opened with mmap_mode="r" (load_npy_dir's X; fit and predict read a
+    memmap of a whole file from the file itself, see `source`).
     FileNotFoundError naming the path when it does not exist; ValueError when it is
     not a readable .npy file."""
     check_exists(path, "a .npy file", name)
@@ -157,7 +158,8 @@ def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     when it should be converted up front with `features`.
 
     Read in place: a path to a .npy file (an NpyFile: its rows are read with pread, see
-    nnfast._npyfile), an np.memmap, and a C-contiguous uint8 array; their dtype must be
+    nnfast._npyfile; so is a memmap of a whole .npy file), an np.memmap, and a
+    C-contiguous uint8 array; their dtype must be
     uint8, float32 or float64. Returns a C-contiguous (n, n_features) view (trailing
     dimensions of images are flattened). Float data are checked for NaN / inf (after
     conversion to `dtype` and `scale`) in bounded chunks, so a file is read once and
@@ -165,6 +167,8 @@ def source(X, n_features, dtype, scale, name="X", allow_empty=False):
     """
     if isinstance(X, (str, os.PathLike)):
         X = NpyFile.open(X, name)
+    elif isinstance(X, np.memmap):          # a whole .npy file mapped: read its file
+        X = file_of_memmap(X, name) or X
     if isinstance(X, NpyFile):
         shape, contiguous = X.file_shape, not X.fortran or len(X.file_shape) < 2
     elif not isinstance(X, np.ndarray) or not (isinstance(X, np.memmap)
@@ -326,14 +330,41 @@ def network_inputs(net, X, name="X", allow_empty=False):
 def network_targets(net, y, n, name="y"):
     """Targets y (an array, or a path to a .npy file) of n samples, checked for `net`."""
     if isinstance(y, (str, os.PathLike)):
-        y = open_npy(y, name)
+        y = read_array(y, name)              # in memory: never a mapping to fault on
     return targets(y, n, net.sizes[-1], net.output, net.dtype, name)
 
 
 def fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
                  validation_split, callbacks, sample_weight, verbose):
     """fit's arguments checked and converted into a FitSettings (nothing changes on
-    error)."""
+    error). The data files it opens (paths, memmaps of whole files) are in its `opened`
+    (fit closes them when it ends), and closed here on error."""
+    opened = []
+    try:
+        return _fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle,
+                             validation_data, validation_split, callbacks, sample_weight,
+                             verbose, opened)
+    except BaseException:
+        close_files(opened)
+        raise
+
+
+def close_files(files):
+    """Close the NpyFiles in `files` (the data files a call opened)."""
+    for f in files:
+        f.close()
+
+
+def _inputs_opened(net, X, name, opened):
+    """network_inputs, noting in `opened` a file this opens."""
+    checked = network_inputs(net, X, name)
+    if isinstance(checked, NpyFile) and checked is not X:
+        opened.append(checked)
+    return checked
+
+
+def _fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_data,
+                  validation_split, callbacks, sample_weight, verbose, opened):
     from .optim import get_optimizer
     from .training import FitSettings, Validation
     epochs = check_int("fit", "epochs", epochs, 1)
@@ -347,7 +378,7 @@ def fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_d
         if not any(hasattr(cb, hook) for hook in hooks):
             raise TypeError(f"fit: callbacks must have at least one of "
                             f"{', '.join(hooks)}, got {type(cb).__name__}")
-    X = network_inputs(net, X)
+    X = _inputs_opened(net, X, "X", opened)
     n = X.shape[0]
     Y = network_targets(net, y, n)
     W = sample_weights(sample_weight, n, net.dtype)
@@ -377,7 +408,7 @@ def fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_d
                 or len(validation_data) not in (2, 3)):
             raise ValueError("fit: validation_data must be a pair (X_val, y_val) or a "
                              "triple (X_val, y_val, sample_weight_val)")
-        Xv = network_inputs(net, validation_data[0], "X_val")
+        Xv = _inputs_opened(net, validation_data[0], "X_val", opened)
         Wv = None
         if len(validation_data) == 3:
             Wv = sample_weights(validation_data[2], Xv.shape[0], net.dtype,
@@ -386,7 +417,7 @@ def fit_settings(net, X, y, epochs, batch_size, optimizer, shuffle, validation_d
                          Wv)
     return FitSettings(X=X, Y=Y, W=W, validation=val, epochs=epochs, batch_size=batch_size,
                        optimizer=optimizer, shuffle=bool(shuffle), verbose=verbose,
-                       callbacks=callbacks)
+                       callbacks=callbacks, opened=opened)
 
 
 def is_number(x):

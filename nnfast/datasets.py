@@ -201,8 +201,7 @@ def load_npy_dir(root):
     out = []
     for part in ("train", "test"):
         X = _validate.open_npy(os.path.join(root, f"x_{part}.npy"), f"x_{part}.npy")
-        y = np.asarray(_validate.open_npy(os.path.join(root, f"y_{part}.npy"),
-                                          f"y_{part}.npy"))
+        y = _validate.read_array(os.path.join(root, f"y_{part}.npy"), f"y_{part}.npy")
         if X.ndim < 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
             raise ValueError(f"{root}: x_{part}.npy must hold samples (n, ...) and "
                              f"y_{part}.npy labels (n,), got {X.shape} and {y.shape}")

@@ -266,6 +266,8 @@ class Network:
                 _step.forward(a, outs + [out[start:stop]], self.coefs[first:],
                               self.intercepts[first:], codes[first:], team_size(),
                               self._matmul_path())
+        if isinstance(X, NpyFile):              # a rewrite during the reads: not a result
+            X.check_unchanged()
         return out
 
     def _read_converted(self, a, X, start, convert):
@@ -501,24 +503,29 @@ class Network:
         group = DataParallel(comm) if comm is not None else LocalGroup()
         if group.size == 1:
             group = LocalGroup()                 # one rank: the plain path is the same math
+        settings = None
         try:
-            settings = _validate.fit_settings(self, X, y, epochs, batch_size, optimizer,
-                                              shuffle, validation_data, validation_split,
-                                              callbacks, sample_weight, verbose)
-            settings.optimizer._check_dtype(self._flat_params.dtype)   # before agreeing
-            config = fit_config(self, settings)
-            failure = None
-        except (ValueError, TypeError) as exc:
-            failure = exc
-        group.agree(failure)                     # every rank raises, none waits
-        group.check_config(config)               # the network, data, optimizer, schedules
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError("fit is already running on this network (in another thread); "
-                               "train one network from one thread at a time")
-        try:
-            return train(self, settings, group)
-        finally:
-            self._fit_lock.release()
+            try:
+                settings = _validate.fit_settings(self, X, y, epochs, batch_size, optimizer,
+                                                  shuffle, validation_data, validation_split,
+                                                  callbacks, sample_weight, verbose)
+                settings.optimizer._check_dtype(self._flat_params.dtype)  # before agreeing
+                config = fit_config(self, settings)
+                failure = None
+            except (ValueError, TypeError) as exc:
+                failure = exc
+            group.agree(failure)                 # every rank raises, none waits
+            group.check_config(config)           # the network, data, optimizer, schedules
+            if not self._fit_lock.acquire(blocking=False):
+                raise RuntimeError("fit is already running on this network (in another "
+                                   "thread); train one network from one thread at a time")
+            try:
+                return train(self, settings, group)
+            finally:
+                self._fit_lock.release()
+        finally:                                 # its data files, however fit ends (an
+            if settings is not None:             # exception's frames would keep them open)
+                _validate.close_files(settings.opened)
 
     # ------------------------------------------------------------ pickling
 

@@ -79,7 +79,8 @@ class FitSettings:
 
     X, Y, W: the training rows (X possibly read in place: a file, a memmap, uint8, CSR),
     their targets (n, n_out) and sample weights (n,) or None; validation: a Validation or
-    None; optimizer: an Optimizer; callbacks: a list.
+    None; optimizer: an Optimizer; callbacks: a list; opened: the data files fit_settings
+    opened (NpyFile), which fit closes when it ends.
     """
     X: object
     Y: np.ndarray
@@ -91,6 +92,7 @@ class FitSettings:
     shuffle: bool
     verbose: bool
     callbacks: list
+    opened: list
 
     @property
     def n(self):
@@ -422,7 +424,7 @@ def _end_epoch(net, s, epoch, hist, progress, group, interrupt):
     failure, stop = None, False
     try:
         with interrupt.immediate():
-            _check_files_unchanged(s)
+            _check_files_unchanged(s)           # (validation checks its own reads)
             logs = _epoch_logs(net, s, hist)
             line = "  ".join(f"{k} {logs[k]:.4f}" for k in
                              ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)

@@ -234,10 +234,126 @@ def _npy_with_header(path, header, data_bytes):
     ("(-5, 4)", r"declares the shape \(-5, 4\)"),
     ("(4, -1)", r"declares the shape \(4, -1\)"),
     (f"({2**40}, {2**40})", "is truncated: its header declares shape"),
-    ("(10, 4)", "is truncated: its header declares shape")])
+    ("(10, 4)", "is truncated: its header declares shape"),
+    ("(True, 4)", r"declares the shape \(True, 4\)")])
 def test_hostile_headers_are_refused_before_reading(tmp_path, shape, match):
     path = tmp_path / "x.npy"
     _npy_with_header(path, f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}",
                      64)
     with pytest.raises(ValueError, match=match):
         nf.Network([4, 3, 2]).fit(path, np.zeros(10, int), verbose=False)
+
+
+def test_a_memmap_of_a_whole_file_is_read_from_the_file(tmp_path):
+    """What load_npy_dir returns (np.load(..., mmap_mode="r"), reshaped) is read with
+    pread too: its file truncated during fit is DataFileChanged, not SIGBUS."""
+    X, y = _data()
+    path = _saved(tmp_path, X.reshape(1000, 4, 4))
+    mapped = np.load(path, mmap_mode="r").reshape(1000, -1)
+    net = nf.Network([16, 8, 2], seed=0)
+    cb = _AfterEpoch(lambda: os.truncate(path, 1000))
+    with pytest.raises(DataFileChanged, match="x.npy changed"):
+        net.fit(mapped, y, epochs=3, verbose=False, callbacks=[cb])
+    assert np.array_equal(net._flat_params, cb.params)
+
+
+def test_a_copy_on_write_memmap_is_read_through_its_mapping(tmp_path):
+    """mode "c" holds private changes the file does not: they are what fit sees."""
+    X, y = _data()
+    path = _saved(tmp_path, X)
+    private = np.load(path, mmap_mode="c")
+    private[:100] = 0.5
+    X[:100] = 0.5
+    a, b = nf.Network([16, 8, 2], seed=0), nf.Network([16, 8, 2], seed=0)
+    a.fit(private, y, epochs=2, verbose=False)
+    b.fit(X, y, epochs=2, verbose=False)
+    assert np.array_equal(a._flat_params, b._flat_params)
+
+
+def test_a_target_path_is_read_into_memory(tmp_path):
+    """Float targets of a linear output would be used in place if mapped: y is read
+    whole, so a change to its file during fit changes nothing."""
+    X, _ = _data()
+    Y = np.random.default_rng(1).random((1000, 2)).astype(np.float32)
+    np.save(tmp_path / "y.npy", Y)
+    a = nf.Network([16, 8, 2], output="linear", seed=0)
+    b = nf.Network([16, 8, 2], output="linear", seed=0)
+    cb = _AfterEpoch(lambda: os.truncate(tmp_path / "y.npy", 0))
+    a.fit(X, tmp_path / "y.npy", epochs=2, verbose=False, callbacks=[cb])
+    b.fit(X, Y, epochs=2, verbose=False)
+    assert np.array_equal(a._flat_params, b._flat_params)
+
+
+def test_a_target_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "y.npy")
+    child = (f"import numpy as np, nnfast as nf; nf.Network([4, 3, 2]).fit("
+             f"np.zeros((4, 4), np.float32), {str(tmp_path / 'y.npy')!r}, verbose=False)")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1 and "y.npy is not a regular file" in proc.stderr
+
+
+def test_a_non_npy_target_file_is_named_as_such(tmp_path):
+    (tmp_path / "labels.txt").write_text("0\n1\n0\n1\n")
+    with pytest.raises(ValueError, match="labels.txt is not a readable .npy file") as info:
+        nf.Network([4, 3, 2]).fit(np.zeros((4, 4)), tmp_path / "labels.txt", verbose=False)
+    assert "pickle" not in str(info.value)
+
+
+def test_a_rewrite_during_prediction_is_an_error_not_a_result(tmp_path):
+    X, _ = _data()
+    path = _saved(tmp_path, X)
+    rows = NpyFile.open(path)
+    with open(path, "r+b") as f:                     # after the open, before the reads
+        f.seek(-64, os.SEEK_END)
+        f.write(np.full(16, 2, np.float32).tobytes())
+    with pytest.raises(DataFileChanged, match="it was modified"):
+        nf.Network([16, 8, 2]).forward(rows)
+
+
+def test_a_rewrite_that_restores_the_old_mtime_is_still_found(tmp_path):
+    X, y = _data()
+    path = _saved(tmp_path, X)
+
+    def rewrite():                                   # rsync --inplace -t, tar, utime
+        st = os.stat(path)
+        with open(path, "r+b") as f:
+            f.seek(-64, os.SEEK_END)
+            f.write(np.ones(16, np.float32).tobytes())
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataFileChanged, match="it was modified"):
+        nf.Network([16, 8, 2]).fit(path, y, epochs=3, verbose=False,
+                                   callbacks=[_AfterEpoch(rewrite)])
+
+
+def test_failed_fits_leave_no_file_open(tmp_path):
+    import gc
+    X, y = _data(n=50)
+    path = _saved(tmp_path, X)
+    net = nf.Network([16, 8, 2])
+    fds = lambda: len(os.listdir("/proc/self/fd"))              # noqa: E731
+    gc.collect()
+    gc.disable()
+    try:
+        before = fds()
+        for _ in range(30):
+            with pytest.raises(ValueError, match="y has 10 rows"):
+                net.fit(path, y[:10], epochs=1, verbose=False)
+            with pytest.raises(DataFileChanged):
+                net.fit(path, y, epochs=2, verbose=False,
+                        callbacks=[_AfterEpoch(lambda: os.truncate(path, 200))])
+            np.save(path, X)
+        assert fds() == before
+    finally:
+        gc.enable()
+
+
+def test_a_socket_path_is_refused_as_not_a_regular_file(tmp_path):
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "x.npy"))
+        with pytest.raises(ValueError, match="is not a regular file"):
+            nf.Network([4, 3, 2]).predict(tmp_path / "x.npy")
+    finally:
+        sock.close()
