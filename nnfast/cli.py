@@ -17,7 +17,6 @@ from ._threads import _available_cpus, set_num_threads
 from .callbacks import BackupAndRestore, Callback, EarlyStopping
 from .distributed import DataParallel
 from ._names import HIDDEN
-from ._npyfile import NpyFile
 from .network import Network, load
 from .optim import SGD, Adam
 from .schedules import Constant, Cosine, ReduceOnPlateau, StepDecay
@@ -334,9 +333,10 @@ def build_parser():
 def _load_data(data_dir):
     """(X, y), (X_test, y_test) from DIR, else $NNFAST_DATA, else the Debian package, with
     the samples as stored: IDX images as their uint8 pixels, .npy files left on disk
-    (read with pread) when nnfast reads their dtype in place (uint8, float32, float64), read
-    into memory otherwise (int64, float16, ...: converted once, as `predict` does). The
-    network scales them (its input_scale). Labels: int64, integers >= 0 (checked)."""
+    (np.memmap, whose file fit reads with pread) when nnfast reads their dtype in place
+    (uint8, float32, float64), read into memory otherwise (int64, float16, ...:
+    converted once, as `predict` does). The network scales them (its input_scale).
+    Labels: int64, integers >= 0 (checked)."""
     if data_dir is not None:                   # an explicit directory is the only place looked
         if os.path.isfile(os.path.join(data_dir, datasets.NPY_FILES[0])):
             parts = datasets.load_npy_dir(data_dir)
@@ -347,11 +347,10 @@ def _load_data(data_dir):
 
 
 def _readable(X):
-    """The memmap's file read in place (an NpyFile: rows read with pread, so a file
-    changed during training is an error, not SIGBUS) when nnfast reads its dtype so,
-    else its data in memory."""
-    if X.dtype.name in _validate.STREAM_DTYPES and X.dtype.isnative:
-        return NpyFile.open(X.filename, os.path.basename(X.filename))
+    """A memmap as it is when nnfast reads its dtype in place (fit and evaluate then read
+    its file with pread, see _validate.source), else its data in memory."""
+    if X.dtype.name in _validate.STREAM_DTYPES:
+        return X
     return np.array(X)
 
 
@@ -400,7 +399,7 @@ def _uint8_range_note(X, scale):
     (e.g. 0..16 digit intensities): judged on the first rows only (data may be on disk)."""
     if X.dtype != np.uint8 or X.shape[0] == 0:
         return None
-    top = int(_validate.read_rows(X, 0, RANGE_SAMPLE_ROWS).max())
+    top = int(X[:RANGE_SAMPLE_ROWS].max())
     if top >= 64 or top == 0:
         return None
     return (f"note: the uint8 training samples go up to {top}, so input_scale 1/255 puts "
