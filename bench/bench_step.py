@@ -11,6 +11,7 @@ complete).
 
     python bench/bench_step.py                     # batch 32,128,512, float32
     python bench/bench_step.py --batch 128 --dtype float64 --epochs 5 --threads 1
+    python bench/bench_step.py --batch 32 --matmul-precision bfloat16
 
 Sample output: see bench/README.md.
 """
@@ -29,13 +30,14 @@ ORDER = ("gemm_forward", "gemm_dW", "gemm_dX", "bias_activation", "activation_ba
          "bias_gradient", "loss_gradient", "optimizer", "gather", "python")
 
 
-def profile_epochs(X, y, batch, dtype, epochs, seed):
+def profile_epochs(X, y, batch, dtype, epochs, seed, precision="float32"):
     """Per-step seconds of each phase, averaged over `epochs` epochs after a warm-up."""
     import nnfast as nf
     from nnfast._step import PHASES
     from nnfast._threads import team_size
     from nnfast._group import LocalGroup
-    net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed)
+    net = nf.Network(SIZES, hidden="relu", output="softmax", dtype=dtype, seed=seed,
+                     matmul_precision=precision)
     opt = nf.Adam(lr=1e-3)
     net.fit(X, y, epochs=1, batch_size=batch, optimizer=opt, verbose=False)   # warm-up
     plain = net.fit(X, y, epochs=epochs, batch_size=batch, optimizer=opt, verbose=False)
@@ -78,6 +80,9 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=60000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None)
+    p.add_argument("--matmul-precision", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--float32-products", default=None, choices=("nnfast", "blas"),
+                   help="who computes float32 products (default: nnfast's own on AVX-512F)")
     p.add_argument("--quick", action="store_true", help="6000 samples, batch 128, 1 epoch")
     args = p.parse_args(argv)
     _common.reexec_without_slowing_vars()
@@ -85,13 +90,18 @@ def main(argv=None):
         args.batch, args.epochs, args.n = "128", 1, 6000
     import nnfast as nf
     nf.set_num_threads(args.threads)
+    if args.float32_products:
+        from nnfast import _precision
+        _precision.set_float32_products(args.float32_products)
     print("\n".join(_common.environment_report()))
     dtype = np.dtype(args.dtype).type
     X, y, source = load_data(args.n, dtype, args.data)
     batches = [int(b) for b in args.batch.split(",")]
-    results = {b: profile_epochs(X, y, b, dtype, args.epochs, args.seed) for b in batches}
+    results = {b: profile_epochs(X, y, b, dtype, args.epochs, args.seed,
+                                     args.matmul_precision) for b in batches}
     print(f"\nworkload: {SIZES} relu / softmax-CE / Adam, {args.dtype}, {source}, "
-          f"{args.n} samples, {args.threads} threads; us per step (share of the step)\n")
+          f"{args.n} samples, {args.threads} threads, matmul_precision "
+          f"{args.matmul_precision}; us per step (share of the step)\n")
     header = ["phase"] + [f"batch {b}" for b in batches]
     rows = []
     for name in ORDER:

@@ -6,7 +6,9 @@ forward, 3 dW, 2 dA) into preallocated outputs: with NumPy's matmul ("floor") an
 nnfast's own BLAS binding ("floor-nnfast-blas"); with PyTorch installed also torch.mm,
 which is MKL in the benchmark's dtype ("floor-mkl") and oneDNN on bfloat16 tensors ("floor-bf16",
 float32 only: AMX or AVX512-BF16 where the CPU has them). "nnfast-bf16" is nnfast with
-matmul_precision="bfloat16" (float32 only). "numpy" is nnfast.reference's
+matmul_precision="bfloat16" (float32 only); "nnfast-blas" is nnfast float32 with its
+matrix products on BLAS instead of its own AVX-512F ones (csrc/_sgemm.h; the same where
+the CPU lacks AVX-512F). "numpy" is nnfast.reference's
 ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam; and
 "torch-bf16": the same under torch.autocast to bfloat16) and JAX (the step jitted:
 "jax"; every full batch of an epoch in one jitted lax.scan: "jax-scan") run when
@@ -36,10 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
-CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16", "nnfast", "nnfast-bf16",
-              "numpy", "torch", "torch-bf16", "jax", "jax-scan")
+CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16", "nnfast", "nnfast-blas",
+              "nnfast-bf16", "numpy", "torch", "torch-bf16", "jax", "jax-scan")
 TORCH = ("floor-mkl", "floor-bf16", "torch", "torch-bf16")   # need PyTorch
-FLOAT32_ONLY = ("floor-bf16", "nnfast-bf16", "torch-bf16")
+FLOAT32_ONLY = ("floor-bf16", "nnfast-blas", "nnfast-bf16", "torch-bf16")
 
 
 def load_data(n, dtype, data_dir):
@@ -268,12 +270,16 @@ def worker_main(args):
         out = worker_floor(X, args.batch, dtype, args.repeat, c == "floor-nnfast-blas",
                            {"floor-mkl": np.dtype(dtype).name, "floor-bf16": "bfloat16"}.get(c),
                            args.threads)
-    elif c in ("nnfast", "nnfast-bf16"):
+    elif c in ("nnfast", "nnfast-blas", "nnfast-bf16"):
+        from nnfast import _precision
+        if c == "nnfast-blas":
+            _precision.set_float32_products("blas")
         out = worker_nnfast(X, y, args.batch, dtype, args.repeat, args.seed,
                             "bfloat16" if c == "nnfast-bf16" else "float32")
         if c == "nnfast-bf16":
-            from nnfast._precision import bf16_path
-            out["path"] = bf16_path()[0]
+            out["path"] = _precision.bf16_path()[0]
+        elif c == "nnfast" and dtype == np.float32:
+            out["f32_path"] = _precision.matmul_description("float32")
     elif c == "numpy":
         out = worker_numpy(X, y, args.batch, dtype, args.repeat, args.seed)
     elif c in ("torch", "torch-bf16"):
@@ -330,7 +336,7 @@ def main(argv=None):
     names = [c for c in args.contenders.split(",") if c]
     skipped = [c for c in names if not available(c)]
     names = [c for c in names if c not in skipped]
-    rows, blas_seen, path_seen = [], None, None
+    rows, blas_seen, path_seen, f32_seen = [], None, None, None
     for dtype in args.dtype.split(","):
         here = [c for c in names if dtype == "float32" or c not in FLOAT32_ONLY]
         for batch in [int(b) for b in args.batch.split(",")]:
@@ -350,6 +356,7 @@ def main(argv=None):
                     if c == "nnfast":
                         blas_seen = res["blas"]
                     path_seen = res.get("path", path_seen)
+                    f32_seen = res.get("f32_path", f32_seen)
                 if "floor" in medians:
                     for c in here:
                         ratios[c].append(medians[c] / medians["floor"])
@@ -367,6 +374,8 @@ def main(argv=None):
                          "x floor", "x best floor"], rows)
     if blas_seen:
         print("\nBLAS in the nnfast worker: " + "; ".join(blas_seen))
+    if f32_seen:
+        print(f"nnfast's float32 products: {f32_seen}")
     if path_seen:
         print(f"nnfast-bf16's bfloat16 path: {path_seen}")
     if skipped:

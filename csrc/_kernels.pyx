@@ -455,6 +455,15 @@ cdef extern from "_bf16.h" nogil:
                        Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
                        const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
 
+cdef extern from "_sgemm.h" nogil:
+    int nnf_sgemm_available()
+    void nnf_sgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   float alpha, const float *a, Py_ssize_t lda, const float *b,
+                   Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+    void nnf_sgemm_chain(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N,
+                         Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
+                         const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+
 # The ways csrc/_bf16.h computes a bfloat16 product, by code; all give the same bits.
 BF16_PATHS = ("generic", "fma", "avx512f", "avx512bf16")
 
@@ -517,5 +526,54 @@ def gemm_bf16(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
         nnf_gemm_bf16(code, trans_a, trans_b, m, n, k, alpha,
                       &a[0, 0] if a.shape[0] * a.shape[1] else NULL, a.shape[1],
                       &b[0, 0] if b.shape[0] * b.shape[1] else NULL, b.shape[1],
+                      &c[0, 0], n)
+        nnf_restore_denormals(mode)
+
+
+# ---------------------------------------------------------------- nnfast's float32 products
+
+# The ways csrc/_sgemm.h computes a float32 product; both give the same bits.
+F32_PATHS = ("generic", "avx512f")
+
+
+def f32_paths():
+    """The paths of nnfast's own float32 product this CPU runs, slowest first."""
+    return ("generic", "avx512f") if nnf_sgemm_available() else ("generic",)
+
+
+def gemm_f32(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
+             bint trans_a=False, bint trans_b=False, float alpha=1, str path=None):
+    """c := alpha * op(a) @ op(b) in float32 by nnfast's own products (csrc/_sgemm.h: one
+    fused multiply-add chain over k per entry), with denormals flushed as in the training
+    step; op(a) = a.T if trans_a (same for b). `path`: one of f32_paths() (default: the
+    fastest). c must not overlap a or b."""
+    cdef bint generic
+    if path is None:
+        path = "avx512f" if nnf_sgemm_available() else "generic"
+    if path not in F32_PATHS:
+        raise ValueError(f"gemm_f32: path must be one of {F32_PATHS}, got {path!r}")
+    if path not in f32_paths():
+        raise ValueError(f"gemm_f32: this CPU does not run the {path!r} path "
+                         f"(it runs {f32_paths()})")
+    generic = path == "generic"
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    if kb != k or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError(f"gemm_f32: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
+                         f"c ({c.shape[0]}, {c.shape[1]})")
+    if m == 0 or n == 0:
+        return
+    cdef const float *pa = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
+    cdef const float *pb = &b[0, 0] if b.shape[0] * b.shape[1] else NULL
+    cdef unsigned mode
+    with nogil:
+        mode = nnf_flush_denormals()
+        if generic:
+            nnf_sgemm_chain(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb,
+                            b.shape[1], &c[0, 0], n)
+        else:
+            nnf_sgemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb, b.shape[1],
                       &c[0, 0], n)
         nnf_restore_denormals(mode)

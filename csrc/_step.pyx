@@ -111,9 +111,23 @@ cdef extern from "_bf16.h" nogil:
                        Py_ssize_t K, float alpha, const float *a, Py_ssize_t lda,
                        const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
 
+cdef extern from "_sgemm.h" nogil:
+    int nnf_sgemm_available()
+    void nnf_sgemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   float alpha, const float *a, Py_ssize_t lda, const float *b,
+                   Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+
 import os
 
 import numpy as np
+
+# A step's or forward's matmul path (TrainStep.matmul_path): BLAS, nnfast's own float32
+# products (csrc/_sgemm.h), or >= 0: a bfloat16 path of csrc/_bf16.h.
+cdef enum:
+    MM_BLAS = -1
+    MM_F32 = -2
+MATMUL_BLAS = MM_BLAS
+MATMUL_F32 = MM_F32
 
 # Phases of a step, for the optional profile (TrainStep.profile = True).
 PHASES = ("gather", "gemm_forward", "bias_activation", "loss_gradient", "gemm_dW",
@@ -242,18 +256,28 @@ cdef inline void _matmul(int path, bint trans_a, bint trans_b, Py_ssize_t m, Py_
                          const floating *b, Py_ssize_t ldb, floating *c,
                          Py_ssize_t ldc) noexcept nogil:
     """c (m, n) := alpha * op(a) @ op(b): BLAS, or for float32 with a bfloat16 path
-    (path >= 0, csrc/_bf16.h) bfloat16 inputs with float32 sums."""
+    (path >= 0, csrc/_bf16.h) bfloat16 inputs with float32 sums, or with MATMUL_F32
+    nnfast's own float32 products (csrc/_sgemm.h)."""
     if floating is float:
         if path >= 0:
             nnf_gemm_bf16(path, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc)
+            return
+        if path == MM_F32:
+            nnf_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc)
             return
     gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, 0, c, ldc)
 
 
 def _check_matmul_path(int path, dtype):
-    """A TrainStep's or forward's matmul path: -1 (BLAS) or a bfloat16 path this CPU runs,
-    which needs float32."""
-    if path == -1:
+    """A TrainStep's or forward's matmul path: MATMUL_BLAS, or MATMUL_F32 or a bfloat16
+    path this CPU runs, which need float32."""
+    if path == MATMUL_BLAS:
+        return
+    if path == MATMUL_F32:
+        if not nnf_sgemm_available():
+            raise ValueError("matmul path MATMUL_F32 needs AVX-512F, which this CPU lacks")
+        if dtype != np.float32:
+            raise ValueError(f"nnfast's float32 matrix products need float32, not {dtype}")
         return
     if not nnf_bf16_path_available(path) or path < 0:
         raise ValueError(f"matmul path {path} is not one this CPU runs")
@@ -428,7 +452,7 @@ cdef class TrainStep:
     cdef Stage *plan                        # a step's stages (2 L + 3 at most, _plan)
     cdef Py_ssize_t *plan_end               # their items, cumulative
     cdef long long clock0                   # profiling: the caller's clock during a step
-    cdef int mm_path                        # -1: BLAS; else a bfloat16 path (_bf16.h)
+    cdef int mm_path                        # MM_BLAS, MM_F32 or a bfloat16 path (_bf16.h)
     # The proof that an update stays finite (_proven): the largest |gradient| of the
     # step so far, per team thread (GMAX_STRIDE apart: no false sharing), and bounds of
     # |params|, |state 1| and |state 2| after the last update of `bounded_rule`'s state
@@ -764,7 +788,8 @@ cdef class TrainStep:
         self._data = keep
 
     property matmul_path:
-        """-1: the matrix products are BLAS calls in the step's dtype; else the code of
+        """MATMUL_BLAS (-1): the matrix products are BLAS calls in the step's dtype;
+        MATMUL_F32 (-2): nnfast's own float32 products (csrc/_sgemm.h); else the code of
         the bfloat16 path (csrc/_bf16.h) they run on (float32 steps only)."""
         def __get__(self):
             return self.mm_path
@@ -1558,7 +1583,7 @@ cdef struct ForwardCall:
     const Py_ssize_t *sizes     # L + 1 layer sizes
     Py_ssize_t L, n
     Py_ssize_t blocks           # of rows (the grid: by the work, not by the team size)
-    int mm_path                 # -1: BLAS; else a bfloat16 path (_bf16.h)
+    int mm_path                 # MM_BLAS, MM_F32 or a bfloat16 path (_bf16.h)
 
 
 def forward(x, list outs, list coefs, list intercepts, list codes, int threads,
@@ -1568,8 +1593,9 @@ def forward(x, list outs, list coefs, list intercepts, list codes, int threads,
     team of up to `threads`: the rows are cut into blocks of the grid (by the work, never
     by the team size, so a row's values do not depend on it), each block claimed by a
     thread of the team and run through all the layers (no wait between layers), calling
-    single-threaded BLAS, or with matmul_path >= 0 (float32 only) the bfloat16 products
-    of csrc/_bf16.h on that path. All arrays C-contiguous,
+    single-threaded BLAS, or (float32 only) with matmul_path MATMUL_F32 nnfast's own
+    float32 products, with matmul_path >= 0 the bfloat16 products of csrc/_bf16.h on that
+    path. All arrays C-contiguous,
     of one float dtype; outs must not overlap x (checked), the parameters or each other
     (the network's own buffers)."""
     cdef Py_ssize_t L = len(coefs), l, n

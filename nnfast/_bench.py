@@ -118,7 +118,9 @@ def environment_lines():
                  if k.startswith(("OMP_", "OPENBLAS_", "MKL_")))
     lines.append("env: " + (" ".join(f"{k}={v}" for k, v in env) or "(none)"))
     lines.append(f"nnfast BLAS threads: {nf.get_num_threads()}")
-    from ._precision import bf16_path
+    from ._precision import bf16_path, matmul_description
+    lines.append(f"float32 matmul path (float32 networks): "
+                 f"{matmul_description('float32')}")
     lines.append(f"bfloat16 matmul path (matmul_precision='bfloat16'): {bf16_path()[0]}")
     return lines + blas_lines()
 

@@ -23,7 +23,7 @@ from ._threads import team_size
 from ._layout import build_layout, layer_views, n_weights
 from ._names import HIDDEN, LOSS_CODE, OUTPUT
 from ._npyfile import NpyFile
-from ._precision import bf16_path
+from . import _precision
 from ._workspace import Workspace
 from .io import load, save_network  # noqa: F401  (load: nf.load, also from here)
 from ._backup import fit_config
@@ -131,8 +131,9 @@ class Network:
             self._workspace.step.matmul_path = self._matmul_path()
 
     def _matmul_path(self):
-        """The compiled steps' matmul path: -1 (BLAS) or this CPU's bfloat16 path."""
-        return bf16_path()[1] if self._matmul_precision == "bfloat16" else -1
+        """The compiled steps' matmul path (nnfast._precision.matmul_path): BLAS, nnfast's
+        own float32 products, or this CPU's bfloat16 path."""
+        return _precision.matmul_path(self._matmul_precision, np.dtype(self.dtype).name)
 
     def _layer_activation(self, l):
         return self.hidden[l] if l < self.n_layers - 1 else self.output
