@@ -416,19 +416,29 @@ def sparse_linear_backward_params(floating[:, ::1] dw, floating[::1] db,
 
 # ---------------------------------------------------------------- plain matrix product
 
+cdef int _product_dims(str name, const Py_ssize_t *c, const Py_ssize_t *a,
+                       const Py_ssize_t *b, bint trans_a, bint trans_b, Py_ssize_t *m,
+                       Py_ssize_t *n, Py_ssize_t *k) except -1:
+    """m, n, k of c (m, n) := op(a) (m, k) @ op(b) (k, n) from the three shapes, or
+    ValueError naming `name` when they do not fit."""
+    cdef Py_ssize_t kb = b[1] if trans_b else b[0]
+    m[0] = a[1] if trans_a else a[0]
+    k[0] = a[0] if trans_a else a[1]
+    n[0] = b[0] if trans_b else b[1]
+    if kb != k[0] or c[0] != m[0] or c[1] != n[0]:
+        raise ValueError(f"{name}: shape mismatch: op(a) ({m[0]}, {k[0]}), op(b) ({kb}, "
+                         f"{n[0]}), c ({c[0]}, {c[1]})")
+    return 0
+
+
 def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
          bint trans_a=False, bint trans_b=False, floating alpha=1, floating beta=0):
     """c := alpha * op(a) @ op(b) + beta * c, op(a) = a.T if trans_a (same for b).
     The bare BLAS call of the other kernels; used by benchmarks for the GEMM floor.
     c must not overlap a or b.
     """
-    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
-    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
-    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
-    if kb != k or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError(f"gemm: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
-                         f"c ({c.shape[0]}, {c.shape[1]})")
+    cdef Py_ssize_t m, n, k
+    _product_dims("gemm", c.shape, a.shape, b.shape, trans_a, trans_b, &m, &n, &k)
     if m == 0 or n == 0:
         return
     if k == 0:
@@ -511,13 +521,8 @@ def gemm_bf16(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
         if not nnf_bf16_path_available(code):
             raise ValueError(f"gemm_bf16: this CPU does not run the {path!r} path "
                              f"(it runs {bf16_paths()})")
-    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
-    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
-    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
-    if kb != k or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError(f"gemm_bf16: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
-                         f"c ({c.shape[0]}, {c.shape[1]})")
+    cdef Py_ssize_t m, n, k
+    _product_dims("gemm_bf16", c.shape, a.shape, b.shape, trans_a, trans_b, &m, &n, &k)
     if m == 0 or n == 0:
         return
     cdef unsigned mode
@@ -556,13 +561,8 @@ def gemm_f32(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
         raise ValueError(f"gemm_f32: this CPU does not run the {path!r} path "
                          f"(it runs {f32_paths()})")
     generic = path == "generic"
-    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
-    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t kb = b.shape[1] if trans_b else b.shape[0]
-    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
-    if kb != k or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError(f"gemm_f32: shape mismatch: op(a) ({m}, {k}), op(b) ({kb}, {n}), "
-                         f"c ({c.shape[0]}, {c.shape[1]})")
+    cdef Py_ssize_t m, n, k
+    _product_dims("gemm_f32", c.shape, a.shape, b.shape, trans_a, trans_b, &m, &n, &k)
     if m == 0 or n == 0:
         return
     cdef const float *pa = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
