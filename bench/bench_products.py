@@ -1,6 +1,10 @@
 """The training step's matrix products one by one on one thread: nnfast's own float32
 products (csrc/_sgemm.h, AVX-512F), nnfast's OpenBLAS sgemm, and the bfloat16 products
-(csrc/_bf16.h) on this CPU's best path.
+(csrc/_bf16.h) on this CPU's best path; where installed, also the other float32 GEMMs a
+user can pip install: BLIS (`blis`, called from Python) and oneDNN's matmul
+(`onednn-cpu-gomp`, through its C API: bench/_onednn.py). Neither is a dependency.
+The last two are called through Python, and the line "call overhead" gives each one's
+time for a 1x1x1 product, part of every row of theirs.
 
 The shapes are those of workload W's step (784-256-128-10) on a team of two: each
 thread's half of each product, cut as csrc/_step.pyx cuts them (the forward products by
@@ -39,13 +43,48 @@ def step_shapes(n):
     return shapes
 
 
-def contenders():
+def contenders(with_others=True):
     from nnfast import _kernels as K
     out = {}
     if "avx512f" in K.f32_paths():
         out["nnfast f32"] = lambda c, a, b, ta, tb: K.gemm_f32(c, a, b, ta, tb)
     out["OpenBLAS sgemm"] = lambda c, a, b, ta, tb: K.gemm(c, a, b, ta, tb)
     out["nnfast bf16"] = lambda c, a, b, ta, tb: K.gemm_bf16(c, a, b, ta, tb)
+    if with_others:
+        out.update(other_gemms())
+    return out
+
+
+def other_gemms():
+    """BLIS and oneDNN float32 products where their wheels are installed (one thread)."""
+    out = {}
+    try:
+        import blis.py
+        out["BLIS sgemm"] = lambda c, a, b, ta, tb: blis.py.gemm(
+            a, b, out=c, trans1=ta, trans2=tb, alpha=1.0, beta=0.0)
+    except ImportError:
+        pass
+    try:
+        import _onednn
+        out["oneDNN matmul"] = _onednn.OneDnnMatmul()
+    except ImportError:
+        pass
+    return out
+
+
+def call_overhead(fns, block_s):
+    """Median microseconds of a 1x1x1 product per contender: what a call costs."""
+    a, b, c = (np.ones((1, 1), np.float32) for _ in range(3))
+    out = {}
+    for name, fn in fns.items():
+        times = []
+        for _ in range(5):
+            t0, calls = time.perf_counter(), 0
+            while time.perf_counter() - t0 < block_s:
+                fn(c, a, b, False, False)
+                calls += 1
+            times.append((time.perf_counter() - t0) / calls)
+        out[name] = float(np.median(times))
     return out
 
 
@@ -70,8 +109,11 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--block-s", type=float, default=0.02)
     p.add_argument("--quick", action="store_true", help="batch 128, few blocks")
+    p.add_argument("--no-others", action="store_true",
+                   help="leave out BLIS and oneDNN even where installed")
     args = p.parse_args(argv)
     _common.reexec_without_slowing_vars()
+    os.environ["OMP_NUM_THREADS"] = "1"          # oneDNN's OpenMP team: one thread
     if args.quick:
         args.batch, args.repeat, args.block_s = "128", 3, 0.005
     import nnfast as nf
@@ -80,7 +122,7 @@ def main(argv=None):
     K.set_blas_threads(1)
     print("\n".join(_common.environment_report()))
     rng = np.random.default_rng(0)
-    fns = contenders()
+    fns = contenders(not args.no_others)
     names = list(fns)
     header = ["batch", "product", "m x n x k"] + [f"{c} us" for c in names] + [
         f"{c} GF/s" for c in names]
@@ -107,8 +149,16 @@ def main(argv=None):
             rows.append([batch, label, f"{m}x{n}x{k}"]
                         + [f"{med[c] * 1e6:.1f}" for c in names]
                         + [f"{flops / med[c] / 1e9:.1f}" for c in names])
+    overhead = call_overhead(fns, args.block_s)
+    rows.append(["-", "call overhead", "1x1x1"] + [f"{overhead[c] * 1e6:.1f}" for c in names]
+                + ["-" for _ in names])
     print(f"\none thread; median of {args.repeat} alternated blocks per contender\n")
     _common.print_table(header, rows)
+    if "oneDNN matmul" in fns:
+        dnnl = fns["oneDNN matmul"]
+        picked = sorted({dnnl.implementation(m, n, k, ta, tb)
+                         for m, n, k, ta, tb in [key for key in dnnl.prims]})
+        print(f"\noneDNN kernels: {', '.join(picked)}")
     return 0
 
 
