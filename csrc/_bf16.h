@@ -392,9 +392,11 @@ static void nnf_gemm_bf16(int path, int trans_a, int trans_b, ptrdiff_t M, ptrdi
     nnf_bf16_kernel_t kernel = nnf_bf16_kernel(path);
     if (M <= 0 || N <= 0)
         return;
-    if (K <= 0) {                       /* an empty sum */
+    if (K <= 0) {                       /* alpha times an empty sum, as the chain has it */
+        float zero = alpha != 1.0f ? 0.0f * alpha : 0.0f;  /* -0 for alpha < 0, NaN for NaN */
         for (ptrdiff_t i = 0; i < M; i++)
-            memset(c + i * ldc, 0, N * sizeof(float));
+            for (ptrdiff_t j = 0; j < N; j++)
+                c[i * ldc + j] = zero;
         return;
     }
     ptrdiff_t kp = (K + 1) / 2, panels = (N + NNF_BF16_NR - 1) / NNF_BF16_NR;

@@ -431,7 +431,8 @@ cdef int _product_dims(str name, const Py_ssize_t *c, const Py_ssize_t *a,
     return 0
 
 
-def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
+def gemm(floating[:, ::1] c not None, const floating[:, ::1] a not None,
+         const floating[:, ::1] b not None,
          bint trans_a=False, bint trans_b=False, floating alpha=1, floating beta=0):
     """c := alpha * op(a) @ op(b) + beta * c, op(a) = a.T if trans_a (same for b).
     The bare BLAS call of the other kernels; used by benchmarks for the GEMM floor.
@@ -507,7 +508,8 @@ def bf16_round(float[::1] out, const float[::1] x):
             out[i] = nnf_from_bf16(nnf_to_bf16(x[i]))
 
 
-def gemm_bf16(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
+def gemm_bf16(float[:, ::1] c not None, const float[:, ::1] a not None,
+              const float[:, ::1] b not None,
               bint trans_a=False, bint trans_b=False, float alpha=1, str path=None):
     """c := alpha * op(a) @ op(b) with a and b rounded to bfloat16 and float32 sums
     (csrc/_bf16.h), with denormals flushed as in the training step; op(a) = a.T if
@@ -546,7 +548,8 @@ def f32_paths():
     return ("generic", "avx512f") if nnf_sgemm_available() else ("generic",)
 
 
-def gemm_f32(float[:, ::1] c, const float[:, ::1] a, const float[:, ::1] b,
+def gemm_f32(float[:, ::1] c not None, const float[:, ::1] a not None,
+             const float[:, ::1] b not None,
              bint trans_a=False, bint trans_b=False, float alpha=1, str path=None):
     """c := alpha * op(a) @ op(b) in float32 by nnfast's own products (csrc/_sgemm.h: one
     fused multiply-add chain over k per entry), with denormals flushed as in the training

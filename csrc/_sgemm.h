@@ -165,9 +165,11 @@ static void nnf_sgemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdif
     __mmask16 m0, m1;
     if (M <= 0 || N <= 0)
         return;
-    if (K <= 0) {                       /* an empty sum */
+    if (K <= 0) {                       /* alpha times an empty sum, as the chain has it */
+        float zero = alpha != 1.0f ? 0.0f * alpha : 0.0f;  /* -0 for alpha < 0, NaN for NaN */
         for (ptrdiff_t i = 0; i < M; i++)
-            memset(c + i * ldc, 0, N * sizeof(float));
+            for (ptrdiff_t j = 0; j < N; j++)
+                c[i * ldc + j] = zero;
         return;
     }
     if (!trans_b) {

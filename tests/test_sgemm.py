@@ -88,6 +88,18 @@ def test_empty_sums_and_empty_outputs(path):
                np.empty((5, 4), np.float32), path=path)
 
 
+@pytest.mark.parametrize("alpha", [-1.0, 0.5, np.nan])
+def test_an_empty_sum_is_alpha_times_zero_on_every_path(alpha):
+    """The chain computes alpha * 0: -0 for a negative alpha, NaN for NaN; every path
+    gives those bits."""
+    want = np.float32(0.0) * np.float32(alpha)
+    for path in PATHS:
+        c = np.full((3, 17), 7, np.float32)
+        K.gemm_f32(c, np.empty((3, 0), np.float32), np.empty((0, 17), np.float32),
+                   alpha=alpha, path=path)
+        assert np.array_equal(c.view(np.uint32), np.full((3, 17), want).view(np.uint32))
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_infinities_and_nans_propagate(path):
     a = np.ones((9, 20), np.float32)
@@ -112,6 +124,11 @@ def test_denormals_are_flushed_as_in_the_step():
 
 def test_bad_arguments_are_refused():
     c = np.empty((2, 3), np.float32)
+    for args in ((None, np.ones((2, 4), np.float32), np.ones((4, 3), np.float32)),
+                 (c, None, np.ones((4, 3), np.float32)), (c, np.ones((2, 4), np.float32), None)):
+        for gemm in (K.gemm_f32, K.gemm_bf16):
+            with pytest.raises(TypeError, match="must not be None"):
+                gemm(*args)
     with pytest.raises(ValueError, match="path must be one of"):
         K.gemm_f32(c, np.ones((2, 4), np.float32), np.ones((4, 3), np.float32), path="amx")
     with pytest.raises(ValueError, match="shape mismatch"):
