@@ -3,7 +3,8 @@
 Only for measuring: the `onednn-cpu-gomp` wheel (oneDNN 3.2, CPU only) is not a
 dependency of nnfast. `OneDnnMatmul()` raises ImportError where the library is absent.
 A primitive is created once per shape and layout (oneDNN JIT-compiles a kernel for it)
-and reused; each call only points its memory objects at the arrays and executes.
+and reused; each call points its memory objects at the arrays (only when they moved)
+and executes. Threads: oneDNN's OpenMP team, OMP_NUM_THREADS when the library loads.
 """
 import ctypes
 import ctypes.util
@@ -27,10 +28,16 @@ class _ExecArg(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
 
 
-def _load():
-    names = glob.glob(os.path.join(sys.prefix, "lib", "libdnnl.so*"))
+def library_candidates():
+    """Paths of libdnnl.so that could be loaded (none: oneDNN is not installed). Finding
+    them loads nothing: a process that loaded oneDNN once keeps its OpenMP team."""
+    names = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libdnnl.so*")))
     found = ctypes.util.find_library("dnnl")
-    for name in names + ([found] if found else []):
+    return names + ([found] if found else [])
+
+
+def _load():
+    for name in library_candidates():
         try:
             return ctypes.CDLL(name)
         except OSError:
@@ -85,7 +92,7 @@ class OneDnnMatmul:
             mems = [self._memory(md) for md in (a_md, b_md, c_md)]
             args = (_ExecArg * 3)(_ExecArg(_ARG_SRC, mems[0]), _ExecArg(_ARG_WEIGHTS, mems[1]),
                                   _ExecArg(_ARG_DST, mems[2]))
-            self.prims[key] = (prim, mems, args, info.value.decode())
+            self.prims[key] = (prim, mems, args, info.value.decode(), [None, None, None])
         return self.prims[key]
 
     def implementation(self, m, n, k, trans_a=False, trans_b=False):
@@ -100,8 +107,11 @@ class OneDnnMatmul:
         k = a.shape[0] if trans_a else a.shape[1]
         if (b.shape[1] if trans_b else b.shape[0]) != k:
             raise ValueError(f"OneDnnMatmul: op(a) has {k} columns, op(b) does not match")
-        prim, mems, args, _ = self._primitive(m, n, k, trans_a, trans_b)
-        for mem, x in zip(mems, (a, b, c)):
-            self.lib.dnnl_memory_set_data_handle(mem, ctypes.c_void_p(x.ctypes.data))
+        prim, mems, args, _, bound = self._primitive(m, n, k, trans_a, trans_b)
+        for i, x in enumerate((a, b, c)):
+            address = x.ctypes.data
+            if bound[i] != address:         # the same arrays again: no call needed
+                self.lib.dnnl_memory_set_data_handle(mems[i], ctypes.c_void_p(address))
+                bound[i] = address
         _ok(self.lib.dnnl_primitive_execute(prim, self.stream, 3, args), "execute")
         _ok(self.lib.dnnl_stream_wait(self.stream), "wait")

@@ -6,7 +6,9 @@ forward, 3 dW, 2 dA) into preallocated outputs: with NumPy's matmul ("floor") an
 nnfast's own BLAS binding ("floor-nnfast-blas"); with PyTorch installed also torch.mm,
 which is MKL in the benchmark's dtype ("floor-mkl") and oneDNN on bfloat16 tensors ("floor-bf16",
 float32 only: AMX or AVX512-BF16 where the CPU has them). "nnfast-bf16" is nnfast with
-matmul_precision="bfloat16" (float32 only); "nnfast-blas" is nnfast float32 with its
+matmul_precision="bfloat16" (float32 only); "floor-onednn" the products on oneDNN's
+float32 matmul where the onednn-cpu-gomp wheel is installed (bench/_onednn.py; float32
+only; its ~3 us Python call per product is part of it); "nnfast-blas" is nnfast float32 with its
 matrix products on BLAS instead of its own AVX-512F ones (csrc/_sgemm.h; the same where
 the CPU lacks AVX-512F). "numpy" is nnfast.reference's
 ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam; and
@@ -15,7 +17,8 @@ ReferenceNetwork (the same math in NumPy ops). PyTorch (eager, torch.optim.Adam;
 installed.
 Every contender runs in its own process (two OpenBLAS copies must not alternate).
 "x floor" is a contender's median over NumPy's floor; "x best floor" over the fastest of
-floor, floor-nnfast-blas and floor-mkl (the best float32 or float64 GEMM measured).
+floor, floor-nnfast-blas, floor-mkl and floor-onednn (the best float32 or float64 GEMM
+measured).
 
     python bench/bench_train.py                      # batch 32,128,512; float32, float64
     python bench/bench_train.py --batch 128 --dtype float32 --repeat 5
@@ -38,10 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
-CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16", "nnfast", "nnfast-blas",
+CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-onednn", "floor-bf16", "nnfast",
+              "nnfast-blas",
               "nnfast-bf16", "numpy", "torch", "torch-bf16", "jax", "jax-scan")
 TORCH = ("floor-mkl", "floor-bf16", "torch", "torch-bf16")   # need PyTorch
-FLOAT32_ONLY = ("floor-bf16", "nnfast-blas", "nnfast-bf16", "torch-bf16")
+FLOAT32_ONLY = ("floor-bf16", "floor-onednn", "nnfast-blas", "nnfast-bf16", "torch-bf16")
+BEST_FLOORS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-onednn")
 
 
 def load_data(n, dtype, data_dir):
@@ -64,9 +69,11 @@ def batches(n, batch):
 
 # ------------------------------------------------------------------ workers
 
-def worker_floor(X, batch, dtype, epochs, use_nnfast_blas, torch_dtype=None, threads=1):
-    """The 8 GEMMs of every step, nothing else: NumPy's matmul, nnfast's BLAS, or
-    torch.mm on tensors of torch_dtype ("float32": MKL, "bfloat16": oneDNN)."""
+def worker_floor(X, batch, dtype, epochs, use_nnfast_blas, torch_dtype=None, threads=1,
+                 use_onednn=False):
+    """The 8 GEMMs of every step, nothing else: NumPy's matmul, nnfast's BLAS, torch.mm
+    on tensors of torch_dtype ("float32": MKL, "bfloat16": oneDNN), or oneDNN's float32
+    matmul called directly (use_onednn)."""
     import nnfast as nf
     from nnfast import _kernels as K
     rng = np.random.default_rng(0)
@@ -91,6 +98,10 @@ def worker_floor(X, batch, dtype, epochs, use_nnfast_blas, torch_dtype=None, thr
 
         def mm(c, a, b, ta=False, tb=False):
             torch.mm(a.t() if ta else a, b.t() if tb else b, out=c)
+    elif use_onednn:
+        os.environ["OMP_NUM_THREADS"] = str(threads)      # read when oneDNN loads
+        import _onednn
+        mm = _onednn.OneDnnMatmul()
     elif use_nnfast_blas:
         def mm(c, a, b, ta=False, tb=False):
             K.gemm(c, a, b, ta, tb)
@@ -266,10 +277,10 @@ def worker_main(args):
     nf.set_num_threads(args.threads)
     X, y, source = load_data(args.n, dtype, args.data)
     c = args.contender
-    if c in ("floor", "floor-nnfast-blas", "floor-mkl", "floor-bf16"):
+    if c in ("floor", "floor-nnfast-blas", "floor-mkl", "floor-onednn", "floor-bf16"):
         out = worker_floor(X, args.batch, dtype, args.repeat, c == "floor-nnfast-blas",
                            {"floor-mkl": np.dtype(dtype).name, "floor-bf16": "bfloat16"}.get(c),
-                           args.threads)
+                           args.threads, c == "floor-onednn")
     elif c in ("nnfast", "nnfast-blas", "nnfast-bf16"):
         from nnfast import _precision
         if c == "nnfast-blas":
@@ -295,6 +306,9 @@ def worker_main(args):
 # ------------------------------------------------------------------ driver
 
 def available(name):
+    if name == "floor-onednn":             # found, not loaded: the driver stays clean
+        import _onednn
+        return bool(_onednn.library_candidates())
     if name not in TORCH + ("jax", "jax-scan"):
         return True
     try:
@@ -360,8 +374,7 @@ def main(argv=None):
                 if "floor" in medians:
                     for c in here:
                         ratios[c].append(medians[c] / medians["floor"])
-                floors = [medians[c] for c in ("floor", "floor-nnfast-blas", "floor-mkl")
-                          if c in medians]
+                floors = [medians[c] for c in BEST_FLOORS if c in medians]
                 for c in here if floors else ():
                     best[c].append(medians[c] / min(floors))
             for c in here:
