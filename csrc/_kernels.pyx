@@ -431,6 +431,16 @@ cdef int _product_dims(str name, const Py_ssize_t *c, const Py_ssize_t *a,
     return 0
 
 
+cdef int _separate(str name, const void *c, size_t c_bytes, const void *x, size_t x_bytes,
+                   str what) except -1:
+    """ValueError naming `name` when the output c overlaps the input `what` (x; an empty
+    one has no bytes): the products read their inputs while writing c."""
+    cdef size_t c0 = <size_t>c, x0 = <size_t>x
+    if c_bytes and x_bytes and c0 < x0 + x_bytes and x0 < c0 + c_bytes:
+        raise ValueError(f"{name}: c overlaps {what}; expected c in memory of its own")
+    return 0
+
+
 def gemm(floating[:, ::1] c not None, const floating[:, ::1] a not None,
          const floating[:, ::1] b not None,
          bint trans_a=False, bint trans_b=False, floating alpha=1, floating beta=0):
@@ -444,6 +454,9 @@ def gemm(floating[:, ::1] c not None, const floating[:, ::1] a not None,
         return
     if k == 0:
         raise ValueError("gemm: inner dimension is 0")
+    cdef size_t item = sizeof(floating)
+    _separate("gemm", &c[0, 0], m * n * item, &a[0, 0], m * k * item, "a")
+    _separate("gemm", &c[0, 0], m * n * item, &b[0, 0], k * n * item, "b")
     with nogil:
         gemm_rm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
                 beta, &c[0, 0], n)
@@ -527,13 +540,15 @@ def gemm_bf16(float[:, ::1] c not None, const float[:, ::1] a not None,
     _product_dims("gemm_bf16", c.shape, a.shape, b.shape, trans_a, trans_b, &m, &n, &k)
     if m == 0 or n == 0:
         return
+    cdef const float *pa = &a[0, 0] if k else NULL
+    cdef const float *pb = &b[0, 0] if k else NULL
+    _separate("gemm_bf16", &c[0, 0], m * n * sizeof(float), pa, m * k * sizeof(float), "a")
+    _separate("gemm_bf16", &c[0, 0], m * n * sizeof(float), pb, k * n * sizeof(float), "b")
     cdef unsigned mode
     with nogil:
         mode = nnf_flush_denormals()
         nnf_gemm_bf16(code, trans_a, trans_b, m, n, k, alpha,
-                      &a[0, 0] if a.shape[0] * a.shape[1] else NULL, a.shape[1],
-                      &b[0, 0] if b.shape[0] * b.shape[1] else NULL, b.shape[1],
-                      &c[0, 0], n)
+                      pa, a.shape[1], pb, b.shape[1], &c[0, 0], n)
         nnf_restore_denormals(mode)
 
 
@@ -568,8 +583,10 @@ def gemm_f32(float[:, ::1] c not None, const float[:, ::1] a not None,
     _product_dims("gemm_f32", c.shape, a.shape, b.shape, trans_a, trans_b, &m, &n, &k)
     if m == 0 or n == 0:
         return
-    cdef const float *pa = &a[0, 0] if a.shape[0] * a.shape[1] else NULL
-    cdef const float *pb = &b[0, 0] if b.shape[0] * b.shape[1] else NULL
+    cdef const float *pa = &a[0, 0] if k else NULL
+    cdef const float *pb = &b[0, 0] if k else NULL
+    _separate("gemm_f32", &c[0, 0], m * n * sizeof(float), pa, m * k * sizeof(float), "a")
+    _separate("gemm_f32", &c[0, 0], m * n * sizeof(float), pb, k * n * sizeof(float), "b")
     cdef unsigned mode
     with nogil:
         mode = nnf_flush_denormals()

@@ -9,6 +9,8 @@ products (csrc/_sgemm.h), which on the step's small shapes match or beat OpenBLA
 sgemm (bench/README.md, "nnfast's own float32 products"); elsewhere BLAS. float64
 networks always use BLAS.
 """
+import numpy as np
+
 from . import _kernels as K
 from . import _step
 
@@ -32,7 +34,7 @@ def set_float32_products(kind):
     ("blas") in networks whose workspaces are built from now on (for tests and
     benchmarks). Returns the previous setting."""
     global _float32_products
-    if kind not in ("nnfast", "blas"):
+    if type(kind) is not str or kind not in ("nnfast", "blas"):
         raise ValueError(f"set_float32_products: kind must be 'nnfast' or 'blas', got {kind!r}")
     if kind == "nnfast" and not _F32_OWN:
         raise ValueError("set_float32_products: nnfast's float32 products need AVX-512F, "
@@ -41,8 +43,25 @@ def set_float32_products(kind):
     return previous
 
 
+def _checked(name, precision, dtype):
+    """(precision, dtype name) after checking that a network can have them."""
+    if type(precision) is not str or precision not in ("float32", "bfloat16"):
+        raise ValueError(f"{name}: precision must be 'float32' or 'bfloat16', got "
+                         f"{precision!r}")
+    try:
+        dtype = np.dtype(dtype).name
+    except TypeError:
+        dtype = None
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{name}: dtype must be float32 or float64, got {dtype!r}")
+    if precision == "bfloat16" and dtype != "float32":
+        raise ValueError(f"{name}: bfloat16 products are for float32 networks, got {dtype}")
+    return precision, dtype
+
+
 def matmul_path(precision, dtype):
     """The compiled steps' matmul path for a network of this precision and dtype."""
+    precision, dtype = _checked("matmul_path", precision, dtype)
     if precision == "bfloat16":
         return bf16_path()[1]
     if dtype == "float32" and _float32_products == "nnfast":
@@ -53,6 +72,7 @@ def matmul_path(precision, dtype):
 def matmul_description(precision, dtype="float32"):
     """How a network of this matmul precision and dtype multiplies, for reports: e.g.
     "bfloat16 (avx512bf16)", "float32 (nnfast avx512f)" or "float32 (OpenBLAS)"."""
+    precision, dtype = _checked("matmul_description", precision, dtype)
     if precision == "bfloat16":
         return f"bfloat16 ({_BEST})"
     if dtype == "float32" and _float32_products == "nnfast":

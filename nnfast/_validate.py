@@ -549,6 +549,9 @@ def matmul_precision(precision, dtype):
     if not isinstance(precision, str):
         raise TypeError(f"Network: matmul_precision must be one of {MATMUL_PRECISIONS}, "
                         f"got {precision!r}")
+    # a plain str from here on: a subclass (np.str_, or one with its own __eq__) could
+    # compare equal to a name it is not
+    precision = str.__str__(precision)
     if precision not in MATMUL_PRECISIONS:
         raise ValueError(f"Network: matmul_precision must be one of {MATMUL_PRECISIONS}, "
                          f"got {precision!r}")

@@ -23,7 +23,8 @@ def gradcheck(net: Network, X: ArrayLike, y: ArrayLike, eps: float = 1e-6,
     ``max|analytic - numeric| / max(max|analytic|, max|numeric|)``, and the largest over
     the arrays is returned (0 where both gradients are exactly zero). Numeric gradients
     are ``(L(p + eps) - L(p - eps)) / (2 eps)`` per entry; the parameters are restored
-    bit for bit afterwards. Use a float64 network: in float32 expect about 1e-2.
+    bit for bit afterwards. Use a float64 network: in float32 expect about 1e-2; a
+    network with matmul_precision="bfloat16" is refused (ValueError).
 
     Parameters
     ----------
@@ -49,6 +50,13 @@ def gradcheck(net: Network, X: ArrayLike, y: ArrayLike, eps: float = 1e-6,
         raise ValueError(f"gradcheck: eps must be a positive finite number, got {eps!r}")
     if n_entries is not None:
         n_entries = _validate.check_int("gradcheck", "n_entries", n_entries, 1)
+    if getattr(net, "matmul_precision", "float32") == "bfloat16":
+        # the loss sees the parameters rounded to bfloat16 (8 bits): a step of eps moves
+        # almost none of them, and the central differences come out 0
+        raise ValueError("gradcheck: expected a network with matmul_precision='float32'; "
+                         "a bfloat16 network's loss is a step function of its parameters "
+                         "(rounded to 8 bits), so finite differences say nothing. Check a "
+                         "float64 copy (dtype='float64', the same parameters) instead")
     if dropout_seed is None:
         _, analytic = net.loss_and_grads(X, y)
     else:

@@ -327,3 +327,14 @@ def test_float32_gradcheck_is_loose_but_sane():
     net = nf.Network([5, 4, 3], hidden="tanh", output="softmax", dtype=np.float32)
     net._flat_params[...] = net64._flat_params
     assert nf.gradcheck(net, X.astype(np.float32), y, eps=1e-2) < 5e-2
+
+
+def test_gradcheck_refuses_a_bfloat16_network():
+    """Rounded to bfloat16, a step of eps moves almost no parameter: the central
+    differences would be 0 and the error a meaningless 1."""
+    net = nf.Network([4, 8, 3], matmul_precision="bfloat16", seed=0)
+    X = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    before = net._flat_params.copy()
+    with pytest.raises(ValueError, match="bfloat16 network's loss is a step function"):
+        nf.gradcheck(net, X, np.arange(6) % 3)
+    assert np.array_equal(net._flat_params, before)

@@ -148,7 +148,7 @@ def test_networks_choose_the_products():
     assert f32._matmul_path() == (_step.MATMUL_F32 if OWN else _step.MATMUL_BLAS)
     assert f64._matmul_path() == _step.MATMUL_BLAS
     assert bf16._matmul_path() >= 0
-    assert _precision.matmul_description("float64", "float64") == "float64 (OpenBLAS)"
+    assert _precision.matmul_description("float32", "float64") == "float64 (OpenBLAS)"
 
 
 def test_blas_products_can_be_chosen(blas_products):
@@ -157,11 +157,40 @@ def test_blas_products_can_be_chosen(blas_products):
 
 
 def test_set_float32_products_checks_its_argument():
-    with pytest.raises(ValueError, match="'nnfast' or 'blas'"):
-        _precision.set_float32_products("mkl")
+    for bad in ("mkl", np.array("blas"), np.array(["blas", "blas"]), None, b"blas"):
+        with pytest.raises(ValueError, match="'nnfast' or 'blas'"):
+            _precision.set_float32_products(bad)
+    assert type(_precision.float32_products()) is str
     if not OWN:
         with pytest.raises(ValueError, match="AVX-512F"):
             _precision.set_float32_products("nnfast")
+
+
+@pytest.mark.parametrize("precision, dtype, message", [
+    ("bf16", "float32", "precision must be"), ("garbage", "float32", "precision must be"),
+    (None, None, "precision must be"), ("float32", "int32", "dtype must be"),
+    ("float32", "nope", "dtype must be"), ("bfloat16", "float64", "for float32 networks")])
+def test_the_path_helpers_refuse_what_no_network_has(precision, dtype, message):
+    for helper in (_precision.matmul_path, _precision.matmul_description):
+        with pytest.raises(ValueError, match=message):
+            helper(precision, dtype)
+
+
+def test_the_path_helpers_take_a_dtype_in_any_spelling():
+    for dtype in ("float32", np.float32, np.dtype("float32")):
+        assert _precision.matmul_path("float32", dtype) == nf.Network([3, 2])._matmul_path()
+
+
+def test_products_refuse_an_output_that_overlaps_an_input():
+    s = np.ones((8, 8), np.float32)
+    w = np.ones((8, 8), np.float32)
+    for gemm in (K.gemm, K.gemm_f32, K.gemm_bf16):
+        with pytest.raises(ValueError, match="c overlaps a"):
+            gemm(s, s, w)
+        with pytest.raises(ValueError, match="c overlaps b"):
+            gemm(s[:4], w[:4], s)
+        gemm(s[:4], s[4:], w)                   # neighbours in memory, no overlap
+        assert np.array_equal(s[:4], np.full((4, 8), 8, np.float32))
 
 
 def test_a_step_refuses_own_products_it_cannot_run():
