@@ -431,13 +431,19 @@ cdef int _product_dims(str name, const Py_ssize_t *c, const Py_ssize_t *a,
     return 0
 
 
-cdef int _separate(str name, const void *c, size_t c_bytes, const void *x, size_t x_bytes,
-                   str what) except -1:
-    """ValueError naming `name` when the output c overlaps the input `what` (x; an empty
-    one has no bytes): the products read their inputs while writing c."""
-    cdef size_t c0 = <size_t>c, x0 = <size_t>x
-    if c_bytes and x_bytes and c0 < x0 + x_bytes and x0 < c0 + c_bytes:
-        raise ValueError(f"{name}: c overlaps {what}; expected c in memory of its own")
+cdef int _separate(str name, const void *c, const void *a, const void *b, Py_ssize_t m,
+                   Py_ssize_t n, Py_ssize_t k, size_t item) except -1:
+    """ValueError naming `name` when c (m, n) overlaps a (m x k entries) or b (k x n): the
+    products read their inputs while writing c. Empty inputs (k == 0) have no bytes."""
+    cdef size_t c0 = <size_t>c, c1 = c0 + m * n * item, x0, x1
+    cdef const void *inputs[2]
+    cdef Py_ssize_t sizes[2]
+    inputs[0], inputs[1], sizes[0], sizes[1] = a, b, m * k, k * n
+    for i in range(2):
+        x0 = <size_t>inputs[i]
+        x1 = x0 + sizes[i] * item
+        if sizes[i] and c0 < x1 and x0 < c1:
+            raise ValueError(f"{name}: c overlaps {'ab'[i]}; expected c in memory of its own")
     return 0
 
 
@@ -454,9 +460,7 @@ def gemm(floating[:, ::1] c not None, const floating[:, ::1] a not None,
         return
     if k == 0:
         raise ValueError("gemm: inner dimension is 0")
-    cdef size_t item = sizeof(floating)
-    _separate("gemm", &c[0, 0], m * n * item, &a[0, 0], m * k * item, "a")
-    _separate("gemm", &c[0, 0], m * n * item, &b[0, 0], k * n * item, "b")
+    _separate("gemm", &c[0, 0], &a[0, 0], &b[0, 0], m, n, k, sizeof(floating))
     with nogil:
         gemm_rm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
                 beta, &c[0, 0], n)
@@ -542,8 +546,7 @@ def gemm_bf16(float[:, ::1] c not None, const float[:, ::1] a not None,
         return
     cdef const float *pa = &a[0, 0] if k else NULL
     cdef const float *pb = &b[0, 0] if k else NULL
-    _separate("gemm_bf16", &c[0, 0], m * n * sizeof(float), pa, m * k * sizeof(float), "a")
-    _separate("gemm_bf16", &c[0, 0], m * n * sizeof(float), pb, k * n * sizeof(float), "b")
+    _separate("gemm_bf16", &c[0, 0], pa, pb, m, n, k, sizeof(float))
     cdef unsigned mode
     with nogil:
         mode = nnf_flush_denormals()
@@ -585,8 +588,7 @@ def gemm_f32(float[:, ::1] c not None, const float[:, ::1] a not None,
         return
     cdef const float *pa = &a[0, 0] if k else NULL
     cdef const float *pb = &b[0, 0] if k else NULL
-    _separate("gemm_f32", &c[0, 0], m * n * sizeof(float), pa, m * k * sizeof(float), "a")
-    _separate("gemm_f32", &c[0, 0], m * n * sizeof(float), pb, k * n * sizeof(float), "b")
+    _separate("gemm_f32", &c[0, 0], pa, pb, m, n, k, sizeof(float))
     cdef unsigned mode
     with nogil:
         mode = nnf_flush_denormals()
