@@ -156,8 +156,7 @@ def main(argv=None):
     _common.print_table(header, rows)
     if "oneDNN matmul" in fns:
         dnnl = fns["oneDNN matmul"]
-        picked = sorted({dnnl.implementation(m, n, k, ta, tb)
-                         for m, n, k, ta, tb in [key for key in dnnl.prims]})
+        picked = sorted({dnnl.implementation(*shape) for shape in dnnl.prims})
         print(f"\noneDNN kernels: {', '.join(picked)}")
     return 0
 

@@ -42,8 +42,7 @@ import _common  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
 CONTENDERS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-onednn", "floor-bf16", "nnfast",
-              "nnfast-blas",
-              "nnfast-bf16", "numpy", "torch", "torch-bf16", "jax", "jax-scan")
+              "nnfast-blas", "nnfast-bf16", "numpy", "torch", "torch-bf16", "jax", "jax-scan")
 TORCH = ("floor-mkl", "floor-bf16", "torch", "torch-bf16")   # need PyTorch
 FLOAT32_ONLY = ("floor-bf16", "floor-onednn", "nnfast-blas", "nnfast-bf16", "torch-bf16")
 BEST_FLOORS = ("floor", "floor-nnfast-blas", "floor-mkl", "floor-onednn")
