@@ -144,3 +144,61 @@ def test_bad_arguments():
     if missing:
         with pytest.raises(ValueError, match="does not run"):
             K.gemm_bf16(np.empty((3, 5), np.float32), a, b, path=missing[0])
+
+
+def reference_pack(x):
+    """What a product reads of x: a float32 denormal as zero of its sign, then
+    reference_bf16 (VCVTNE2PS2BF16's result, measured on all 2^32 floats on Zen 4)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    u = np.where(u & 0x7F800000 == 0, u & 0x80000000, u).astype(np.uint32)
+    return reference_bf16(u.view(np.float32))
+
+
+def hard_values(n, seed):
+    """Float32 values that test a rounding: every exponent (denormals too), exact ties,
+    values just past a tie, and the largest that stay finite in bfloat16 (an infinity
+    times the identity's zeros would be NaN)."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32)
+    bits[: n // 4] = (bits[: n // 4] & 0xFFFF0000) | 0x8000               # ties
+    bits[n // 4: n // 2] = (bits[n // 4: n // 2] & 0xFFFF0000) | 0x8001   # past a tie
+    bits[n // 2: n // 2 + 64] &= 0x807FFFFF                               # denormals
+    bits[n // 2: n // 2 + 4] = [0x007FFFFF, 0x807F8000, 0x007F8001, 0x00000001]  # round up
+    bits[n // 2 + 64: n // 2 + 80] = (bits[n // 2 + 64: n // 2 + 80] & 0x80007FFF) | 0x7F7F0000
+    too_big = bits & 0x7FFFFFFF >= 0x7F7F8000                             # would round to inf
+    bits = np.where(too_big, bits & 0x807FFFFF, bits)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("side", ["a", "b"])
+@pytest.mark.parametrize("trans", [False, True])
+def test_each_packing_reads_what_the_rounding_says(path, side, trans):
+    """c = op(a) @ op(b) with one operand the identity on k reads back each entry of the
+    other as the product packed it, for each operand in each layout (the AVX512-BF16
+    path packs op(B) = B and op(A) = A.T with VCVTNE2PS2BF16, the rest in integers)."""
+    m, k = 40, 8                      # k = 8: pairs of k in full and a panel of 8 rows
+    x = hard_values(m * k, seed=7).reshape(m, k)
+    eye = np.eye(k, dtype=np.float32)
+    c = np.empty((m, k), np.float32) if side == "a" else np.empty((k, m), np.float32)
+    if side == "a":                   # c = op(a) @ I, op(a) = x
+        K.gemm_bf16(c, np.ascontiguousarray(x.T) if trans else x, eye, trans, False, 1, path)
+        want = reference_pack(x)
+    else:                             # c = I @ op(b), op(b) = x.T
+        K.gemm_bf16(c, eye, x if trans else np.ascontiguousarray(x.T), False, trans, 1, path)
+        want = reference_pack(x).T
+    np.testing.assert_array_equal(c, want)
+
+
+def test_denormal_inputs_are_zero_on_every_path():
+    """0x007fffff would round up to bfloat16's smallest normal; it is a denormal, so every
+    product takes it as zero: times 2^100 it gives 0, not 1.18e-38 * 2^100."""
+    tiny = np.array([0x007FFFFF, 0x807FFFFF, 0x00400000, 0x00000001], np.uint32).view(np.float32)
+    a = np.resize(tiny, (9, 40)).astype(np.float32)
+    b = np.full((40, 33), 2.0 ** 100, np.float32)
+    for path in PATHS:
+        for trans_a in (False, True):
+            c = np.full((9, 33), np.nan, np.float32)
+            K.gemm_bf16(c, np.ascontiguousarray(a.T) if trans_a else a, b, trans_a, False,
+                        1, path)
+            np.testing.assert_array_equal(c, 0, err_msg=f"path {path}, trans_a {trans_a}")
