@@ -94,14 +94,15 @@ def test_every_path_gives_the_same_bits(shape, trans_a, trans_b):
                                       err_msg=f"path {path}")
 
 
-def test_the_stack_path_gives_the_same_bits():
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_the_stack_path_gives_the_same_bits(trans_a):
     """Without scratch memory the product is computed in pieces of k on the stack."""
     previous = K._bf16_pieces_only(True)
     try:
-        pieces = {p: product(150, 70, 700, True, False, 0.5, p, seed=4)[2] for p in PATHS}
+        pieces = {p: product(150, 70, 700, trans_a, False, 0.5, p, seed=4)[2] for p in PATHS}
     finally:
         K._bf16_pieces_only(previous)
-    whole = product(150, 70, 700, True, False, 0.5, PATHS[-1], seed=4)[2]
+    whole = product(150, 70, 700, trans_a, False, 0.5, PATHS[-1], seed=4)[2]
     for path, c in pieces.items():
         np.testing.assert_array_equal(c.view(np.uint32), whole.view(np.uint32),
                                       err_msg=f"path {path}")
