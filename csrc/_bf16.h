@@ -139,11 +139,10 @@ static inline float nnf_from_bf16(uint16_t h)
 }
 
 #ifdef NNF_BF16_X86
-/* Packing on the AVX512-BF16 path (but for op(B) = B.T, the step's smallest):
- * VCVTNE2PS2BF16 rounds 32 float32 at once (nnf_bf16_pair's bits), and a word
- * permutation interleaves two rows into pairs. Measured on Zen 4, a 784 x 128 panel of op(B) = B packed from
- * cache: 7.8 us instead of 14.6. Masked loads read nothing past n (the lanes past it are
- * zero). */
+/* Packing on the AVX512-BF16 path: VCVTNE2PS2BF16 rounds 32 float32 at once
+ * (nnf_bf16_pair's bits), and a word permutation interleaves two rows into pairs.
+ * Measured on Zen 4, a 784 x 128 panel of op(B) = B packed from cache: 7.8 us instead of
+ * 14.6. Masked loads read nothing past n (the lanes past it are zero). */
 #define NNF_BF16_CVT __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 /* dst[0:16] := the pairs (lo[j], hi[j]), j < n <= 16, zero past n. */
@@ -184,12 +183,13 @@ NNF_BF16_CVT static void nnf_bf16_pack_b_cvt(const float *b, ptrdiff_t ldb, ptrd
     }
 }
 
-/* nnf_bf16_pack_a's full pairs of one panel of op(A) = A: each of its `rows` rows from
- * row i of a gives 8 pairs at a time, and an 8 x 8 transpose of 32-bit words puts them
- * where the panel wants them (pair p: the rows side by side); rows past `rows` are zero. */
-NNF_BF16_CVT static void nnf_bf16_pack_a_cvt(const float *a, ptrdiff_t lda, ptrdiff_t k0,
-                                             ptrdiff_t full, ptrdiff_t i, ptrdiff_t rows,
-                                             uint32_t *dst)
+/* The full pairs of k along `rows` <= 8 rows of a from row i (k0 on): pair p of row r
+ * goes to dst[p * stride + r], zero for r past `rows`. Each row gives 8 pairs at a time,
+ * and an 8 x 8 transpose of 32-bit words puts them side by side. This packs op(A) = A
+ * (a panel's rows) and op(B) = B.T (8 of a panel's columns). */
+NNF_BF16_CVT static void nnf_bf16_pack_rows_cvt(const float *a, ptrdiff_t lda, ptrdiff_t k0,
+                                                ptrdiff_t full, ptrdiff_t i, ptrdiff_t rows,
+                                                uint32_t *dst, ptrdiff_t stride)
 {
     for (ptrdiff_t p0 = 0; p0 < full; p0 += 8) {
         ptrdiff_t np = full - p0 < 8 ? full - p0 : 8;
@@ -210,7 +210,7 @@ NNF_BF16_CVT static void nnf_bf16_pack_a_cvt(const float *a, ptrdiff_t lda, ptrd
             u[r + 3] = _mm256_unpackhi_epi64(t[r + 1], t[r + 3]);
         }
         for (int q = 0; q < np; q++)      /* pair p0 + q of the 8 rows */
-            _mm256_storeu_si256((__m256i *)(dst + (p0 + q) * NNF_BF16_MR),
+            _mm256_storeu_si256((__m256i *)(dst + (p0 + q) * stride),
                                 q < 4 ? _mm256_permute2x128_si256(u[q], u[q + 4], 0x20)
                                       : _mm256_permute2x128_si256(u[q - 4], u[q], 0x31));
     }
@@ -252,7 +252,8 @@ static NNF_CLONES void nnf_bf16_pack_a(int path, int trans, const float *a, ptrd
             }
         } else if (path == NNF_BF16_AVX512BF16) {
 #ifdef NNF_BF16_X86
-            nnf_bf16_pack_a_cvt(a, lda, k0, full, i0 + q * NNF_BF16_MR, rows, dst);
+            nnf_bf16_pack_rows_cvt(a, lda, k0, full, i0 + q * NNF_BF16_MR, rows, dst,
+                                   NNF_BF16_MR);
 #endif
         } else {
             for (ptrdiff_t r = 0; r < rows; r++) {
@@ -278,7 +279,12 @@ static NNF_CLONES void nnf_bf16_pack_b(int path, int trans, const float *b, ptrd
                                        ptrdiff_t nb, uint32_t *pb)
 {
     ptrdiff_t kp = (kb + 1) / 2, full = kb / 2;
-    if (trans) {                        /* op(B)[k][j] = b[j][k]: a column's pairs are adjacent */
+    if (trans && path == NNF_BF16_AVX512BF16) {
+#ifdef NNF_BF16_X86
+        for (ptrdiff_t g = 0; g < NNF_BF16_NR; g += 8)
+            nnf_bf16_pack_rows_cvt(b, ldb, k0, full, j0 + g, nb - g, pb + g, NNF_BF16_NR);
+#endif
+    } else if (trans) {                 /* op(B)[k][j] = b[j][k]: a column's pairs are adjacent */
         for (ptrdiff_t j = 0; j < nb; j++) {
             const float *row = b + (j0 + j) * ldb + k0;
             for (ptrdiff_t p = 0; p < full; p++)
