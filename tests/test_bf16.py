@@ -165,7 +165,8 @@ def hard_values(n, seed):
     bits[n // 4: n // 2] = (bits[n // 4: n // 2] & 0xFFFF0000) | 0x8001   # past a tie
     bits[n // 2: n // 2 + 64] &= 0x807FFFFF                               # denormals
     bits[n // 2: n // 2 + 4] = [0x007FFFFF, 0x807F8000, 0x007F8001, 0x00000001]  # round up
-    bits[n // 2 + 64: n // 2 + 80] = (bits[n // 2 + 64: n // 2 + 80] & 0x80007FFF) | 0x7F7F0000
+    big = slice(n // 2 + 64, n // 2 + 80)                                 # near the largest
+    bits[big] = (bits[big] & 0x80007FFF) | 0x7F7F0000
     too_big = bits & 0x7FFFFFFF >= 0x7F7F8000                             # would round to inf
     bits = np.where(too_big, bits & 0x807FFFFF, bits)
     return bits.astype(np.uint32).view(np.float32)
@@ -177,7 +178,7 @@ def hard_values(n, seed):
 def test_each_packing_reads_what_the_rounding_says(path, side, trans):
     """c = op(a) @ op(b) with one operand the identity on k reads back each entry of the
     other as the product packed it, for each operand in each layout (the AVX512-BF16
-    path packs op(B) = B and op(A) = A.T with VCVTNE2PS2BF16, the rest in integers)."""
+    path packs with VCVTNE2PS2BF16 / VCVTNEPS2BF16, the others in integers)."""
     m, k = 40, 8                      # k = 8: pairs of k in full and a panel of 8 rows
     x = hard_values(m * k, seed=7).reshape(m, k)
     eye = np.eye(k, dtype=np.float32)
